@@ -1,0 +1,240 @@
+"""The Python API: compress any torch.nn.Module into an .epr file and report what it costs.
+
+`compress_module` works on a module plus numpy arrays; `compress_registered` resolves an
+architecture and a dataset through the plugins first. The reported test error is always that
+of the ONNX model decoded, without torch, from the bytes that are written.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from eprpipe import __version__, container
+from eprpipe.datasets import prepare
+from eprpipe.errors import EprError
+from eprpipe.evaluate import EvalResult, evaluate_model
+from eprpipe.export import INPUT_NAME, OUTPUT_NAME, weightless_graph
+from eprpipe.onnx_build import build_onnx
+from eprpipe.plugins import get_architecture, get_dataset
+from eprpipe.reparam import DEFAULT_INIT_STEP, EPRModel, RdftDecoder
+from eprpipe.train import History, TensorData, TrainConfig, error_rate, train_epr, train_plain
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the network's input is: shape without batch, pixel range, per-channel normalization."""
+
+    shape: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def manifest(self) -> dict:
+        return {
+            "name": INPUT_NAME,
+            "shape": [None, *self.shape],
+            "dtype": "float32",
+            "layout": "NCHW",
+            "range": [0.0, 1.0],
+            "normalization": {
+                "mean": list(self.mean),
+                "std": list(self.std),
+                "applied": "inside the graph: (input - mean) / std",
+            },
+        }
+
+
+@dataclass
+class CompressResult:
+    path: Path
+    sizes: container.SizeBreakdown
+    evaluation: EvalResult
+    baseline_error: float | None
+    num_parameters: int
+    float32_bytes: int
+    wall_seconds: float
+    history: History = field(repr=False)
+    rate_estimate_bits: float
+
+    @property
+    def bits_per_parameter(self) -> float:
+        return 8 * self.sizes.payload_bytes / self.num_parameters
+
+    @property
+    def ratio(self) -> float:
+        return self.float32_bytes / self.sizes.payload_bytes
+
+
+def check_writable(path: Path) -> None:
+    """Fail before training, not after, when the output cannot be written."""
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise EprError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise EprError(f"cannot write {path}: directory {parent} is not writable")
+    if path.is_dir():
+        raise EprError(f"cannot write {path}: it is a directory")
+
+
+def _records(model: EPRModel, state: dict[str, torch.Tensor]) -> list[container.TensorRecord]:
+    """Every state_dict tensor: coded latents for parameters, verbatim bytes for the rest."""
+    latents = model.integer_latents()
+    records = []
+    for tensor in model.tensors:
+        if isinstance(tensor.decoder, RdftDecoder):
+            steps = tensor.decoder.steps().detach().cpu().numpy().astype(np.float16)
+            decoder = container.RdftDecoder(steps=steps)
+        else:
+            decoder = container.ScalarDecoder(step=float(tensor.decoder.step().detach()))
+        records.append(
+            container.TensorRecord(
+                name=tensor.name,
+                shape=tuple(latents[tensor.name].shape),
+                dtype="float32",
+                decoder=decoder,
+                latents=latents[tensor.name],
+                raw=None,
+            )
+        )
+    for name, value in state.items():
+        array = value.detach().cpu().numpy()
+        records.append(
+            container.TensorRecord(
+                name=name,
+                shape=tuple(array.shape),
+                dtype=str(array.dtype),
+                decoder=None,
+                latents=None,
+                raw=array,
+            )
+        )
+    return records
+
+
+def _buffers(net: nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict entries that are not reparameterized parameters (BatchNorm statistics, …)."""
+    return {
+        name: value for name, value in net.state_dict().items() if ".parametrizations." not in name
+    }
+
+
+def compress_module(
+    net: nn.Module,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    output: Path,
+    *,
+    input_spec: InputSpec,
+    classes: tuple[str, ...],
+    config: TrainConfig,
+    decoder: str = "rdft",
+    prior: str = "factorized",
+    init_step: float = DEFAULT_INIT_STEP,
+    baseline: bool = True,
+    architecture: str = "custom",
+    dataset: str = "custom",
+) -> CompressResult:
+    """Train `net` with EPR on `train` (images in [0, 1], NCHW; int labels), write `output`.
+
+    The module is modified in place (its parameters become latent parametrizations).
+    """
+    started = time.perf_counter()
+    output = Path(output)
+    check_writable(output)
+    config.validate()
+    torch.manual_seed(config.seed)
+    net = net.to(config.device)
+    plain = copy.deepcopy(net)
+    train_data = TensorData.from_numpy(*train, input_spec.mean, input_spec.std, config.device)
+    test_data = TensorData.from_numpy(*test, input_spec.mean, input_spec.std, config.device)
+
+    baseline_error = None
+    if baseline:
+        reference = copy.deepcopy(net)
+        train_plain(reference, train_data, test_data, config)
+        baseline_error = error_rate(reference, test_data)
+
+    model = EPRModel(net, decoder=decoder, prior=prior, init_step=init_step)
+    history = train_epr(model, train_data, test_data, config)
+    with torch.no_grad():
+        rate_estimate = float(model.rate_bits("round"))
+    records = _records(model, _buffers(net))
+    names = {record.name for record in records}
+    graph = weightless_graph(plain.cpu(), input_spec.shape, names)
+    manifest = {
+        "producer": f"eprpipe {__version__}",
+        "architecture": architecture,
+        "dataset": dataset,
+        "input": input_spec.manifest(),
+        "output": {"name": OUTPUT_NAME, "kind": "logits", "classes": list(classes)},
+        "training": {
+            "lambda": config.lam,
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "decoder": decoder,
+            "prior": prior,
+            "seed": config.seed,
+        },
+    }
+    contents = container.EprContents(manifest=manifest, graph=graph, tensors=records)
+    data, _ = container.encode_container(contents)
+    decoded, _ = container.decode_container(data, source=str(output))
+    evaluation = evaluate_model(build_onnx(decoded), *test)
+    manifest["metrics"] = {
+        "test_error": evaluation.error,
+        "test_examples": evaluation.total,
+        "dataset": dataset,
+        "baseline_test_error": baseline_error,
+    }
+    sizes = container.write_epr(output, contents)
+    num_parameters = model.num_parameters()
+    return CompressResult(
+        path=output,
+        sizes=sizes,
+        evaluation=evaluation,
+        baseline_error=baseline_error,
+        num_parameters=num_parameters,
+        float32_bytes=4 * num_parameters,
+        wall_seconds=time.perf_counter() - started,
+        history=history,
+        rate_estimate_bits=rate_estimate,
+    )
+
+
+def compress_registered(
+    architecture: str,
+    dataset: str,
+    output: Path,
+    *,
+    data_dir: Path | None = None,
+    config: TrainConfig,
+    **options,
+) -> CompressResult:
+    """Compress a registered architecture on a registered dataset (what the CLI runs)."""
+    arch = get_architecture(architecture)
+    spec = get_dataset(dataset)
+    check_writable(Path(output))
+    train = prepare(spec.load("train", data_dir), arch.input_shape)
+    test = prepare(spec.load("test", data_dir), arch.input_shape)
+    torch.manual_seed(config.seed)
+    net = arch.factory(num_classes=len(spec.classes))
+    input_spec = InputSpec(shape=tuple(arch.input_shape), mean=spec.mean, std=spec.std)
+    return compress_module(
+        net,
+        train,
+        test,
+        Path(output),
+        input_spec=input_spec,
+        classes=spec.classes,
+        config=config,
+        architecture=architecture,
+        dataset=dataset,
+        **options,
+    )

@@ -1,0 +1,227 @@
+"""The `eprpipe` command: a thin layer over the API.
+
+Torch is imported only by the commands that train (`compress`, `demo`, `plugins`); `decode`,
+`eval` and `info` run on machines that have only the deployment dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from eprpipe import __version__
+from eprpipe.errors import EprError
+
+DEMO_ARCHITECTURE = "lenet5-caffe"
+DEMO_DATASET = "digits"
+DEMO_EPOCHS = 30
+DEMO_LAMBDA = 1.0
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lambda",
+        dest="lam",
+        type=float,
+        default=None,
+        help="rate weight λ: nats of task loss per bit per parameter",
+    )
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.05, help="Adam LR of the latents")
+    parser.add_argument(
+        "--decoder-lr",
+        type=float,
+        default=1e-3,
+        help="Adam LR of the parameter decoders (log steps)",
+    )
+    parser.add_argument(
+        "--prior-lr", type=float, default=1e-3, help="Adam LR of the probability models"
+    )
+    parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
+    parser.add_argument(
+        "--decoder",
+        choices=("rdft", "sq"),
+        default="rdft",
+        help="rdft: frequency-domain decoder for k×k kernels; sq: scalar only",
+    )
+    parser.add_argument("--prior", choices=("factorized", "logistic"), default="factorized")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip training the uncompressed model for comparison",
+    )
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eprpipe",
+        description="Compress neural networks with Entropy Penalized Reparameterization.",
+    )
+    parser.add_argument("--version", action="version", version=f"eprpipe {__version__}")
+    commands = parser.add_subparsers(dest="command")
+
+    compress = commands.add_parser("compress", help="train with EPR and write an .epr file")
+    compress.add_argument("architecture", nargs="?", help="a registered architecture")
+    compress.add_argument("--dataset", help="a registered dataset")
+    compress.add_argument("-o", "--output", type=Path, help="the .epr file to write")
+    _add_training_options(compress)
+
+    demo = commands.add_parser(
+        "demo", help=f"compress {DEMO_ARCHITECTURE} on the bundled {DEMO_DATASET} data"
+    )
+    demo.add_argument("-o", "--output", type=Path, default=Path("demo.epr"))
+    _add_training_options(demo)
+
+    decode = commands.add_parser("decode", help="turn an .epr file into an ONNX model")
+    decode.add_argument("file", type=Path)
+    decode.add_argument("-o", "--output", type=Path, required=True)
+
+    evaluate = commands.add_parser("eval", help="test error of an .epr file or ONNX model")
+    evaluate.add_argument("model", type=Path, help="FILE.epr or MODEL.onnx")
+    evaluate.add_argument("--dataset", required=True)
+    evaluate.add_argument("--data-dir", type=Path, default=None)
+
+    info = commands.add_parser("info", help="what an .epr file holds, tensor by tensor")
+    info.add_argument("file", type=Path)
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+
+    commands.add_parser("plugins", help="list registered architectures and datasets")
+    return parser
+
+
+def _training_config(args: argparse.Namespace, epochs: int, lam: float):
+    from eprpipe.train import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs if args.epochs is not None else epochs,
+        batch_size=args.batch_size,
+        lam=args.lam if args.lam is not None else lam,
+        lr=args.lr,
+        decoder_lr=args.decoder_lr,
+        prior_lr=args.prior_lr,
+        schedule=args.schedule,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
+    )
+
+
+def _compress(
+    args: argparse.Namespace, architecture: str, dataset: str, output: Path, epochs: int, lam: float
+) -> int:
+    from eprpipe.api import compress_registered
+    from eprpipe.report import compress_report
+
+    config = _training_config(args, epochs, lam)
+    result = compress_registered(
+        architecture,
+        dataset,
+        output,
+        data_dir=args.data_dir,
+        config=config,
+        decoder=args.decoder,
+        prior=args.prior,
+        baseline=not args.no_baseline,
+    )
+    print(compress_report(result, architecture, dataset, config))
+    return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    if args.architecture is None:
+        return cmd_demo(args)
+    if args.dataset is None or args.output is None:
+        raise EprError("compress needs --dataset and -o FILE.epr (or no arguments for the demo)")
+    return _compress(args, args.architecture, args.dataset, args.output, 20, 0.5)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    output = args.output or Path("demo.epr")
+    print(f"eprpipe demo: {DEMO_ARCHITECTURE} on the {DEMO_DATASET} data bundled with scikit-learn")
+    return _compress(args, DEMO_ARCHITECTURE, DEMO_DATASET, output, DEMO_EPOCHS, DEMO_LAMBDA)
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from eprpipe.deploy import decode_file, save_onnx
+
+    model = decode_file(args.file)
+    save_onnx(model, args.output)
+    print(f"wrote {args.output} ({args.output.stat().st_size:,} bytes)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from eprpipe.deploy import evaluate_file
+
+    result, examples = evaluate_file(args.model, args.dataset, args.data_dir)
+    print(
+        f"{args.model}: test error {100 * result.error:.2f} % "
+        f"({result.total - result.correct} of {result.total} {args.dataset} {examples} wrong)"
+    )
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from eprpipe.container import read_epr
+    from eprpipe.report import info_json, info_report
+
+    contents, sizes = read_epr(args.file)
+    if args.json:
+        print(json.dumps(info_json(contents, sizes), indent=2, sort_keys=True))
+    else:
+        print(info_report(args.file, contents, sizes))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from eprpipe.plugins import plugin_listing
+
+    header = ("kind", "name", "provided by", "description")
+    rows = [header] + [
+        (
+            row.kind,
+            row.name,
+            f"{row.distribution or row.plugin} {row.version or ''}".strip(),
+            row.description,
+        )
+        for row in plugin_listing()
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]))
+    return 0
+
+
+COMMANDS = {
+    "compress": cmd_compress,
+    "demo": cmd_demo,
+    "decode": cmd_decode,
+    "eval": cmd_eval,
+    "info": cmd_info,
+    "plugins": cmd_plugins,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except EprError as error:
+        print(f"eprpipe {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"eprpipe {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,98 @@
+"""Export the weightless ONNX graph that goes into the container (torch side).
+
+The graph keeps each state_dict tensor as an initializer with its name, dims and data type but
+no data; the torch-free decoder fills the data back in from the coded latents.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import onnx
+import torch
+from torch import nn
+
+from eprpipe.errors import EprError
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def _strip_metadata(model: onnx.ModelProto) -> None:
+    """Drop stack traces, doc strings and inferred shapes: most of a small graph's bytes."""
+    model.doc_string = ""
+    model.graph.doc_string = ""
+    del model.metadata_props[:]
+    del model.graph.value_info[:]
+    for node in model.graph.node:
+        node.doc_string = ""
+        del node.metadata_props[:]
+    for value in (*model.graph.input, *model.graph.output):
+        value.doc_string = ""
+        del value.metadata_props[:]
+    for initializer in model.graph.initializer:
+        initializer.doc_string = ""
+        del initializer.metadata_props[:]
+
+
+_MAX_GRAPH_CONSTANT = 64
+
+
+def _numel(tensor: onnx.TensorProto) -> int:
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    return count
+
+
+def _remove_weights(model: onnx.ModelProto, tensor_names: set[str]) -> set[str]:
+    """Clear the data of every initializer named in `tensor_names`; returns the names cleared."""
+    cleared = set()
+    for initializer in model.graph.initializer:
+        if initializer.name in tensor_names:
+            name, data_type, dims = initializer.name, initializer.data_type, list(initializer.dims)
+            initializer.Clear()
+            initializer.name = name
+            initializer.data_type = data_type
+            initializer.dims.extend(dims)
+            cleared.add(name)
+    return cleared
+
+
+def weightless_graph(
+    module: nn.Module, input_shape: tuple[int, ...], tensor_names: set[str]
+) -> bytes:
+    """Export `module` (plain, not parametrized) to ONNX with a dynamic batch axis, weights removed.
+
+    Raises EprError when the exporter renamed a tensor, since the decoder could not fill it.
+    """
+    module = module.eval()
+    example = torch.zeros((1, *input_shape))
+    # The exporter logs one warning per missing torchvision op and warns on every export.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            optimize=False,
+            external_data=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            verbose=False,
+        )
+    model = program.model_proto
+    _strip_metadata(model)
+    _remove_weights(model, tensor_names)
+    leftover = [
+        init.name
+        for init in model.graph.initializer
+        if init.name not in tensor_names and _numel(init) > _MAX_GRAPH_CONSTANT
+    ]
+    if leftover:
+        raise EprError(f"the exported graph holds weights outside the state_dict: {leftover}")
+    model.producer_name = "eprpipe"
+    return model.SerializeToString()

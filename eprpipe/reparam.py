@@ -1,0 +1,210 @@
+"""Entropy Penalized Reparameterization of any torch.nn.Module.
+
+Every parameter tensor θ becomes a latent tensor φ of the same shape plus a tiny parameter
+decoder: θ = f(round(φ)). The task loss sees round(φ) through a straight-through gradient; the
+rate term sees φ + U(-1/2, 1/2). The parametrizations use torch.nn.utils.parametrize, so the
+wrapped module keeps its own forward and its own state_dict names for the weights it produces.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from eprpipe.errors import EprError
+from eprpipe.paramdecode import rdft_basis
+from eprpipe.priors import PRIORS
+
+DECODERS = ("rdft", "sq")
+RATE_ESTIMATORS = ("noise", "ste", "round")
+DEFAULT_INIT_STEP = math.exp(-4.0)
+
+
+def ste_round(x: torch.Tensor) -> torch.Tensor:
+    """round(x) forward, identity gradient backward."""
+    return x + (torch.round(x) - x).detach()
+
+
+def ste_float16(x: torch.Tensor) -> torch.Tensor:
+    """Round to the nearest float16 forward (the container stores steps as float16)."""
+    return x + (x.to(torch.float16).to(x.dtype) - x).detach()
+
+
+class ScalarDecoder(nn.Module):
+    """θ = step · φ̃ with one learned step per tensor (the paper's scalar decoder, "SQ")."""
+
+    def __init__(self, init_step: float):
+        super().__init__()
+        self.log_step = nn.Parameter(torch.tensor(math.log(init_step)))
+
+    def step(self) -> torch.Tensor:
+        return ste_float16(self.log_step.exp())
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent * self.step()
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.decode(ste_round(latent))
+
+    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.detach() / self.step().detach()
+
+    def groups(self, latent: torch.Tensor) -> torch.Tensor:
+        """The latents as (groups, n) for the probability model: one group per tensor."""
+        return latent.reshape(1, -1)
+
+
+class RdftDecoder(nn.Module):
+    """θ = B_hᵀ (step ⊙ φ̃) B_w per kernel: an orthonormal real 2-D DFT of k×k kernels.
+
+    One learned step per frequency coefficient, shared by all in×out kernels of the layer.
+    The basis comes from `eprpipe.paramdecode`, the arithmetic the decoded file uses.
+    """
+
+    def __init__(self, kernel_size: tuple[int, int], init_step: float):
+        super().__init__()
+        kh, kw = kernel_size
+        self.log_steps = nn.Parameter(torch.full((kh, kw), math.log(init_step)))
+        self.register_buffer("basis_h", torch.from_numpy(rdft_basis(kh)).float(), persistent=False)
+        self.register_buffer("basis_w", torch.from_numpy(rdft_basis(kw)).float(), persistent=False)
+
+    def steps(self) -> torch.Tensor:
+        return ste_float16(self.log_steps.exp())
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        coefficients = latent * self.steps()
+        return torch.einsum("ma,oimn,nb->oiab", self.basis_h, coefficients, self.basis_w)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.decode(ste_round(latent))
+
+    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        coefficients = torch.einsum("ma,oiab,nb->oimn", self.basis_h, weight.detach(), self.basis_w)
+        return coefficients / self.steps().detach()
+
+    def groups(self, latent: torch.Tensor) -> torch.Tensor:
+        """One group per frequency coefficient: (kh·kw, out·in)."""
+        return latent.permute(2, 3, 0, 1).reshape(latent.shape[2] * latent.shape[3], -1)
+
+
+@dataclass
+class ReparameterizedTensor:
+    """One parameter tensor of the wrapped module and what represents it."""
+
+    name: str
+    module: nn.Module
+    attribute: str
+    decoder: ScalarDecoder | RdftDecoder
+    prior: nn.Module
+
+    @property
+    def latent(self) -> nn.Parameter:
+        return getattr(self.module.parametrizations, self.attribute).original
+
+    def numel(self) -> int:
+        return self.latent.numel()
+
+
+def _uses_rdft(param: torch.Tensor, decoder: str) -> bool:
+    return decoder == "rdft" and param.ndim == 4 and param.shape[2] * param.shape[3] > 1
+
+
+def _latent_init_scale(latent: torch.Tensor) -> float:
+    return max(float(latent.detach().abs().float().mean()) * 2.0, 1.0)
+
+
+class EPRModel(nn.Module):
+    """Wraps a module so that every parameter tensor is reparameterized and entropy penalized.
+
+    :param net: any module; its parameters are replaced in place by latent parametrizations.
+    :param decoder: "rdft" (frequency-domain decoder for k×k kernels, scalar elsewhere) or "sq".
+    :param prior: "factorized" (Ballé et al. 2018) or "logistic".
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        decoder: str = "rdft",
+        prior: str = "factorized",
+        init_step: float = DEFAULT_INIT_STEP,
+    ):
+        super().__init__()
+        if decoder not in DECODERS:
+            raise EprError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
+        if prior not in PRIORS:
+            raise EprError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
+        self.net = net
+        self.priors = nn.ModuleDict()
+        self.tensors: list[ReparameterizedTensor] = []
+        for name, param in list(net.named_parameters()):
+            if not param.dtype.is_floating_point:
+                continue
+            module_name, _, attribute = name.rpartition(".")
+            module = net.get_submodule(module_name)
+            if _uses_rdft(param, decoder):
+                param_decoder: ScalarDecoder | RdftDecoder = RdftDecoder(param.shape[2:], init_step)
+            else:
+                param_decoder = ScalarDecoder(init_step)
+            param_decoder.to(param.device)
+            parametrize.register_parametrization(module, attribute, param_decoder)
+            latent = getattr(module.parametrizations, attribute).original
+            groups = param_decoder.groups(latent).shape[0]
+            density = PRIORS[prior](groups, init_scale=_latent_init_scale(latent)).to(param.device)
+            self.priors[name.replace(".", "/")] = density
+            self.tensors.append(
+                ReparameterizedTensor(name, module, attribute, param_decoder, density)
+            )
+        if not self.tensors:
+            raise EprError("the module has no floating-point parameters to compress")
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.net(*args)
+
+    def num_parameters(self) -> int:
+        return sum(t.numel() for t in self.tensors)
+
+    def rate_bits(self, estimator: str = "round") -> torch.Tensor:
+        """Σ −log2 q over all latents, as the training rate term or the report's estimate.
+
+        "noise": q evaluated at φ + U(−½, ½), the paper's differentiable proxy. "ste": q at
+        round(φ) with a straight-through gradient, the rate of what is actually coded.
+        "round": q at round(φ), no gradient to the latents (for reports).
+        """
+        if estimator not in RATE_ESTIMATORS:
+            raise EprError(f"unknown rate estimator {estimator!r}")
+        total = torch.zeros((), device=self.tensors[0].latent.device)
+        for tensor in self.tensors:
+            latent = tensor.latent
+            if estimator == "noise":
+                latent = latent + torch.empty_like(latent).uniform_(-0.5, 0.5)
+            elif estimator == "ste":
+                latent = ste_round(latent)
+            else:
+                latent = torch.round(latent).detach()
+            total = total + tensor.prior.bits(tensor.decoder.groups(latent))
+        return total
+
+    def latent_parameters(self) -> Iterator[nn.Parameter]:
+        return (t.latent for t in self.tensors)
+
+    def decoder_parameters(self) -> Iterator[nn.Parameter]:
+        for tensor in self.tensors:
+            yield from tensor.decoder.parameters()
+
+    def prior_parameters(self) -> Iterator[nn.Parameter]:
+        return self.priors.parameters()
+
+    def reparameterized_names(self) -> set[str]:
+        return {t.name for t in self.tensors}
+
+    @torch.no_grad()
+    def integer_latents(self) -> dict[str, np.ndarray]:
+        """round(φ) per tensor name, as int64 arrays."""
+        return {t.name: torch.round(t.latent).to(torch.int64).cpu().numpy() for t in self.tensors}

@@ -1,0 +1,139 @@
+"""Human- and machine-readable reports of what a file costs, byte by byte."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from eprpipe.container import EprContents, RdftDecoder, ScalarDecoder, SizeBreakdown
+
+
+def _decoder_name(decoder: object) -> str:
+    if isinstance(decoder, RdftDecoder):
+        return "rdft"
+    if isinstance(decoder, ScalarDecoder):
+        return "scalar"
+    return "raw"
+
+
+def size_lines(sizes: SizeBreakdown, num_parameters: int) -> list[str]:
+    """The byte breakdown of a file, with the parameter payload and its ratio to float32."""
+    payload = sizes.payload_bytes
+    return [
+        f"file                 {sizes.file_bytes:>10,} B",
+        f"  coded latents      {sizes.latent_bytes:>10,} B",
+        f"  probability tables {sizes.table_bytes:>10,} B",
+        f"  decoder parameters {sizes.decoder_bytes:>10,} B",
+        f"  raw tensors        {sizes.raw_bytes:>10,} B",
+        f"  record framing     {sizes.framing_bytes:>10,} B   (names, shapes, counts)",
+        f"  ONNX graph         {sizes.graph_bytes:>10,} B   (zstd, weightless)",
+        f"  manifest           {sizes.manifest_bytes:>10,} B   (zstd JSON)",
+        f"  header             {sizes.header_bytes:>10,} B   (magic, sections, checksums)",
+        f"parameter payload    {payload:>10,} B = latents + tables + decoders + raw; "
+        f"{8 * payload / num_parameters:.4f} bits/param, "
+        f"{4 * num_parameters / payload:,.1f}× smaller than float32 ({4 * num_parameters:,} B)",
+    ]
+
+
+def compress_report(result, architecture: str, dataset: str, config) -> str:
+    """What `eprpipe compress` prints."""
+    evaluation = result.evaluation
+    baseline = (
+        f"{100 * result.baseline_error:.2f} %" if result.baseline_error is not None else "not run"
+    )
+    coded = result.sizes.latent_bytes + result.sizes.table_bytes
+    lines = [
+        f"wrote {result.path}: {architecture} on {dataset}, λ={config.lam:g}, "
+        f"{config.epochs} epochs, {result.num_parameters:,} parameters",
+        *size_lines(result.sizes, result.num_parameters),
+        f"test error           {100 * evaluation.error:.2f} % of {evaluation.total:,} {dataset} "
+        f"test images (decoded ONNX model, onnxruntime); uncompressed model: {baseline}",
+        f"rate estimate        {result.rate_estimate_bits / 8:,.0f} B under the training "
+        f"densities; coded latents + tables: {coded:,} B",
+        f"wall time            {result.wall_seconds:.1f} s",
+    ]
+    return "\n".join(lines)
+
+
+def _tensor_rows(contents: EprContents, sizes: SizeBreakdown) -> list[dict]:
+    by_name = {tensor.name: tensor for tensor in sizes.tensors}
+    rows = []
+    for record in contents.tensors:
+        size = by_name[record.name]
+        numel = math.prod(record.shape)
+        coded = size.latent_bytes + size.table_bytes + size.decoder_bytes
+        symbols = 0 if record.latents is None else numel
+        nonzero = 0 if record.latents is None else int(np.count_nonzero(record.latents))
+        rows.append(
+            {
+                "name": record.name,
+                "shape": list(record.shape),
+                "decoder": _decoder_name(record.decoder),
+                "symbols": symbols,
+                "nonzero": nonzero,
+                "groups": size.groups,
+                "tables": size.table_kinds,
+                "latent_bytes": size.latent_bytes,
+                "table_bytes": size.table_bytes,
+                "decoder_bytes": size.decoder_bytes,
+                "raw_bytes": numel * np.dtype(record.dtype).itemsize
+                if record.latents is None
+                else 0,
+                "bits_per_param": 8 * coded / numel if numel else 0.0,
+                "ideal_bits": size.ideal_bits,
+            }
+        )
+    return rows
+
+
+def info_json(contents: EprContents, sizes: SizeBreakdown) -> dict:
+    return {
+        "manifest": contents.manifest,
+        "sizes": {
+            "file": sizes.file_bytes,
+            "payload": sizes.payload_bytes,
+            "latents": sizes.latent_bytes,
+            "tables": sizes.table_bytes,
+            "decoders": sizes.decoder_bytes,
+            "raw": sizes.raw_bytes,
+            "framing": sizes.framing_bytes,
+            "graph": sizes.graph_bytes,
+            "manifest": sizes.manifest_bytes,
+            "header": sizes.header_bytes,
+        },
+        "tensors": _tensor_rows(contents, sizes),
+    }
+
+
+def info_report(path: Path, contents: EprContents, sizes: SizeBreakdown) -> str:
+    """What `eprpipe info` prints: the manifest's essentials and a per-tensor table."""
+    manifest = contents.manifest
+    rows = _tensor_rows(contents, sizes)
+    num_parameters = sum(math.prod(r["shape"]) for r in rows if r["decoder"] != "raw") or 1
+    header = (
+        f"{'tensor':<24} {'shape':<16} {'decoder':<7} {'symbols':>9} {'nonzero':>8} "
+        f"{'tables':<12} {'latent B':>9} {'table B':>8} {'dec B':>6} {'bits/param':>10}"
+    )
+    lines = [
+        f"{path}: {manifest.get('architecture', '?')} trained on {manifest.get('dataset', '?')} "
+        f"by {manifest.get('producer', '?')}",
+    ]
+    metrics = manifest.get("metrics")
+    if metrics:
+        lines.append(
+            f"reported test error {100 * metrics['test_error']:.2f} % on "
+            f"{metrics['test_examples']:,} {metrics['dataset']} test images (decoded ONNX)"
+        )
+    lines += [header, "-" * len(header)]
+    for r in rows:
+        shape = "×".join(str(d) for d in r["shape"]) or "scalar"
+        lines.append(
+            f"{r['name']:<24} {shape:<16} {r['decoder']:<7} {r['symbols']:>9,} {r['nonzero']:>8,} "
+            f"{r['tables']:<12} {r['latent_bytes']:>9,} {r['table_bytes']:>8,} "
+            f"{r['decoder_bytes']:>6,} {r['bits_per_param']:>10.4f}"
+        )
+    lines.append("")
+    lines += size_lines(sizes, num_parameters)
+    return "\n".join(lines)

@@ -1,0 +1,212 @@
+"""Single-stage EPR training: loss = task loss + λ · rate / number of parameters.
+
+Convention: the task loss is the mean cross-entropy in nats per example; the rate is the
+information content of all latents in bits under the learned densities, divided by the number
+of parameters. So λ is "nats of task loss worth one bit per parameter"; useful values for the
+MNIST LeNets lie around 0.1-2 (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from eprpipe.errors import EprError
+from eprpipe.reparam import EPRModel
+
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run. Defaults suit the MNIST LeNets on a CPU."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lam: float = 0.5
+    lr: float = 0.05
+    decoder_lr: float = 1e-3
+    prior_lr: float = 1e-3
+    plain_lr: float = 1e-3
+    schedule: str = "cosine"
+    rate_estimator: str = "noise"
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise EprError("epochs and batch size must be at least 1")
+        if self.lam < 0 or not math.isfinite(self.lam):
+            raise EprError(f"λ must be a finite number ≥ 0, got {self.lam}")
+        if self.schedule not in SCHEDULES:
+            raise EprError(f"unknown schedule {self.schedule!r}; choose {', '.join(SCHEDULES)}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise EprError("--device cuda asked for, but torch sees no CUDA device")
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float
+    bits_per_parameter: float
+    test_error: float
+    seconds: float
+
+
+@dataclass
+class History:
+    epochs: list[EpochRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """Images in [0, 1] already normalized for the network, and int64 labels, on a device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_numpy(
+        cls,
+        images: np.ndarray,
+        labels: np.ndarray,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: str,
+    ) -> TensorData:
+        shape = (1, len(mean), 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32).reshape(shape)
+        std_t = torch.tensor(std, dtype=torch.float32).reshape(shape)
+        normalized = (torch.from_numpy(np.ascontiguousarray(images, np.float32)) - mean_t) / std_t
+        return cls(normalized.to(device), torch.from_numpy(labels.astype(np.int64)).to(device))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@torch.no_grad()
+def error_rate(model: nn.Module, data: TensorData, batch_size: int = 1000) -> float:
+    """Top-1 error of `model` on `data`, in eval mode."""
+    was_training = model.training
+    model.eval()
+    wrong = 0
+    for start in range(0, len(data), batch_size):
+        logits = model(data.images[start : start + batch_size])
+        wrong += int((logits.argmax(1) != data.labels[start : start + batch_size]).sum())
+    model.train(was_training)
+    return wrong / len(data)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int):
+    if config.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step / steps, 1.0)))
+    )
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator):
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def _run(
+    model: nn.Module,
+    train: TensorData,
+    test: TensorData,
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    extra_loss,
+    description: str,
+) -> History:
+    """The shared loop: shuffled mini-batches, a schedule, a progress bar, an eval per epoch."""
+    generator = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    scheduler = _schedule(optimizer, config, config.epochs * steps_per_epoch)
+    history = History()
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch,
+        desc=description,
+        unit="step",
+        disable=not config.progress,
+        dynamic_ncols=True,
+    )
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        loss_sum, bits_sum, count = 0.0, 0.0, 0
+        for indices in _batches(len(train), config.batch_size, generator):
+            indices = indices.to(train.images.device)
+            logits = model(train.images[indices])
+            task = F.cross_entropy(logits, train.labels[indices])
+            penalty, bits_per_parameter = extra_loss()
+            loss = task + penalty
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += float(loss.detach())
+            bits_sum += bits_per_parameter
+            count += 1
+            bar.update(1)
+            if count % 10 == 0:
+                bar.set_postfix(
+                    epoch=f"{epoch}/{config.epochs}",
+                    loss=f"{loss_sum / count:.4f}",
+                    bpp=f"{bits_sum / count:.4f}",
+                )
+        test_error = error_rate(model, test)
+        history.epochs.append(
+            EpochRecord(
+                epoch, loss_sum / count, bits_sum / count, test_error, time.perf_counter() - started
+            )
+        )
+        bar.set_postfix(
+            epoch=f"{epoch}/{config.epochs}",
+            loss=f"{loss_sum / count:.4f}",
+            bpp=f"{bits_sum / count:.4f}",
+            test_acc=f"{100 * (1 - test_error):.2f}%",
+        )
+        model.train()
+    bar.close()
+    return history
+
+
+def train_epr(model: EPRModel, train: TensorData, test: TensorData, config: TrainConfig) -> History:
+    """Train latents, decoders and densities together; evaluation uses the rounded latents."""
+    config.validate()
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.Adam(
+        [
+            {"params": list(model.latent_parameters()), "lr": config.lr},
+            {"params": list(model.decoder_parameters()), "lr": config.decoder_lr},
+            {"params": list(model.prior_parameters()), "lr": config.prior_lr},
+        ]
+    )
+    n = model.num_parameters()
+
+    def rate_penalty() -> tuple[torch.Tensor, float]:
+        bits_per_parameter = model.rate_bits(config.rate_estimator) / n
+        return config.lam * bits_per_parameter, float(bits_per_parameter.detach())
+
+    return _run(model, train, test, config, optimizer, rate_penalty, "EPR training")
+
+
+def train_plain(
+    net: nn.Module, train: TensorData, test: TensorData, config: TrainConfig
+) -> History:
+    """The uncompressed baseline: same data, epochs, batch and schedule, plain float weights."""
+    config.validate()
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.plain_lr)
+    zero = torch.zeros((), device=train.images.device)
+    return _run(net, train, test, config, optimizer, lambda: (zero, 32.0), "baseline training")

@@ -1,0 +1,36 @@
+"""LeNet-300-100 and LeNet5-Caffe, the MNIST models of the EPR paper's first experiments.
+
+The models live in `lenet_models`, imported inside the hook: this module is also imported
+where torch is absent, and there only the dataset hooks run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from eprpipe import hookimpl
+from eprpipe.registry import ArchitectureSpec
+
+
+@hookimpl
+def register_architectures(register: Callable[[ArchitectureSpec], None]) -> None:
+    from . import lenet_models
+
+    register(
+        ArchitectureSpec(
+            name="lenet-300-100",
+            factory=lenet_models.LeNet300100,
+            input_shape=(1, 28, 28),
+            num_classes=10,
+            description="MLP 784-300-100-10 with ReLU (266,610 parameters)",
+        )
+    )
+    register(
+        ArchitectureSpec(
+            name="lenet5-caffe",
+            factory=lenet_models.LeNet5Caffe,
+            input_shape=(1, 28, 28),
+            num_classes=10,
+            description="Caffe's LeNet: conv 20, conv 50, fc 500, fc 10 (431,080 parameters)",
+        )
+    )

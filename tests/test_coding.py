@@ -1,0 +1,396 @@
+"""Tables and coded groups, against constriction and against a pure-Python reading of the spec.
+
+The reference quantizer and range coder below follow spec/FORMAT.md section 6 line by line; if
+they agree with constriction bit for bit, the spec describes the bitstream we actually write.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eprpipe.bitio import ByteReader, uvarint
+from eprpipe.coding import (
+    CodedGroup,
+    GroupKind,
+    decode_group,
+    empirical_bits,
+    encode_group,
+    ideal_bits,
+    read_group,
+)
+from eprpipe.errors import EprError, FormatError
+from eprpipe.tables import MANTISSAS, QTable, fit_table, read_qtable
+
+MASK64 = (1 << 64) - 1
+PRECISION = 24
+
+
+# --- reference implementation of spec section 6 ---------------------------------------------
+
+
+def reference_cdf(probabilities: np.ndarray) -> list[int]:
+    """Spec 6.2: left cumulatives of constriction's fast leaky quantization, plus 2**24."""
+    free = (1 << PRECISION) - len(probabilities)
+    total = 0.0
+    for p in probabilities.tolist():
+        total += p
+    scale = float(free) / total
+    cdf, cumulative = [], 0.0
+    for k, p in enumerate(probabilities.tolist()):
+        cdf.append(int(cumulative * scale) + k)
+        cumulative += p
+    return [*cdf, 1 << PRECISION]
+
+
+def reference_encode(symbols: list[int], cdf: list[int]) -> list[int]:
+    """Spec 6.3: the range encoder (64-bit state, 32-bit words)."""
+    lower, span, inverted, out = 0, MASK64, None, []
+
+    def flush_inverted(carry: bool) -> None:
+        count, first = inverted
+        out.append((first + 1) & 0xFFFFFFFF if carry else first)
+        out.extend([0 if carry else 0xFFFFFFFF] * (count - 1))
+
+    for symbol in symbols:
+        scale = span >> PRECISION
+        span = scale * (cdf[symbol + 1] - cdf[symbol])
+        new_lower = (lower + scale * cdf[symbol]) & MASK64
+        if inverted is not None and (new_lower + span) & MASK64 > new_lower:
+            flush_inverted(new_lower < lower)
+            inverted = None
+        lower = new_lower
+        if span < 1 << 32:
+            span <<= 32
+            word, lower = lower >> 32, (lower << 32) & MASK64
+            if inverted is not None:
+                inverted = (inverted[0] + 1, inverted[1])
+            elif (lower + span) & MASK64 > lower:
+                out.append(word)
+            else:
+                inverted = (1, word)
+    if span == MASK64:
+        return out
+    point = (lower + 0xFFFFFFFF) & MASK64
+    if inverted is not None:
+        flush_inverted(point < lower)
+    out.append(point >> 32)
+    if ((lower + span) & MASK64) >> 32 == point >> 32:
+        out.append(0)
+    return out
+
+
+def reference_decode(words: list[int], cdf: list[int], count: int) -> list[int]:
+    """Spec 6.4: the range decoder; raises ValueError where constriction reports invalid data."""
+    stream = iter(words)
+    head = [next(stream, None), next(stream, None)]
+    point = ((head[0] or 0) << 32 | (head[1] or 0)) if head[0] is not None else 0
+    lower, span, symbols = 0, MASK64, []
+    for _ in range(count):
+        scale = span >> PRECISION
+        quantile = ((point - lower) & MASK64) // scale
+        if quantile >= 1 << PRECISION:
+            raise ValueError("invalid data")
+        symbol = next(k for k in range(len(cdf) - 1) if cdf[k + 1] > quantile)
+        lower = (lower + scale * cdf[symbol]) & MASK64
+        span = scale * (cdf[symbol + 1] - cdf[symbol])
+        if span < 1 << 32:
+            lower, span = (lower << 32) & MASK64, span << 32
+            point = ((point << 32) & MASK64) | next(stream, 0)
+        symbols.append(symbol)
+    return symbols
+
+
+def random_table(rng: np.random.Generator, size: int, resolution: int) -> QTable:
+    levels = rng.integers(0, 30 * resolution + 1, size=size)
+    levels[rng.random(size) < 0.3] = 0
+    levels[rng.integers(size)] = rng.integers(1, 30 * resolution + 1)
+    return QTable(
+        lo=int(rng.integers(-50, 50)), resolution=resolution, levels=levels.astype(np.uint8)
+    )
+
+
+def draw_symbols(rng: np.random.Generator, table: QTable, count: int) -> np.ndarray:
+    weights = table.weights().astype(np.float64)
+    return rng.choice(len(weights), size=count, p=weights / weights.sum())
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_reference_coder_matches_constriction(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    table = random_table(rng, int(rng.integers(2, 200)), int(rng.integers(1, 5)))
+    symbols = draw_symbols(rng, table, int(rng.integers(0, 800)))
+    group = CodedGroup(GroupKind.QTABLE, table=table, words=_words(symbols, table))
+    cdf = reference_cdf(table.probabilities())
+    assert reference_encode(symbols.tolist(), cdf) == group.words.tolist()
+    assert reference_decode(group.words.tolist(), cdf, len(symbols)) == symbols.tolist()
+    assert (decode_group(group, len(symbols)) - table.lo).tolist() == symbols.tolist()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_reference_decoder_matches_constriction_on_arbitrary_words(seed: int) -> None:
+    rng = np.random.default_rng(1000 + seed)
+    table = random_table(rng, int(rng.integers(2, 50)), 2)
+    words = rng.integers(0, 2**32, size=int(rng.integers(0, 6)), dtype=np.uint32)
+    if seed == 0:
+        words = np.array([0xFFFFFFFF, 0xFFFFFFFF], dtype=np.uint32)
+    group = CodedGroup(GroupKind.QTABLE, table=table, words=words)
+    try:
+        expected = reference_decode(words.tolist(), reference_cdf(table.probabilities()), 20)
+    except ValueError:
+        with pytest.raises(AssertionError):
+            decode_group(group, 20)
+    else:
+        assert (decode_group(group, 20) - table.lo).tolist() == expected
+
+
+def _words(symbols: np.ndarray, table: QTable) -> np.ndarray:
+    import constriction
+
+    encoder = constriction.stream.queue.RangeEncoder()
+    encoder.encode(symbols.astype(np.int32), table.model())
+    return encoder.get_compressed()
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+
+def test_mantissas_are_rounded_powers_of_two() -> None:
+    for resolution, mantissas in MANTISSAS.items():
+        assert mantissas == tuple(round(4096 * 2 ** (j / resolution)) for j in range(resolution))
+
+
+def test_weights_follow_levels_exactly() -> None:
+    table = QTable(lo=0, resolution=3, levels=np.array([0, 1, 2, 3, 4, 90], dtype=np.uint8))
+    assert table.weights().tolist() == [0, 4096, 5161, 6502, 4096 << 1, 6502 << 29]
+
+
+@given(st.integers(1, 4), st.lists(st.integers(0, 120), min_size=2, max_size=300))
+def test_probabilities_are_correctly_rounded_quotients(resolution: int, levels: list[int]) -> None:
+    levels = [min(level, 30 * resolution) for level in levels]
+    levels[0] = max(levels[0], 1)
+    table = QTable(lo=0, resolution=resolution, levels=np.array(levels, dtype=np.uint8))
+    weights = [int(w) for w in table.weights()]
+    total = float(sum(weights))  # correctly rounded int -> float
+    expected = [float(Fraction(w) / Fraction(total)) for w in weights]  # correctly rounded quotient
+    assert table.probabilities().tolist() == expected
+
+
+def test_fit_table_levels() -> None:
+    table = fit_table(np.array([4, 0, 1, 2, 1000, 1 << 40]), resolution=2, lo=-3)
+    assert table.lo == -3
+    # r*log2(count/1) + 1, rounded, clipped to 60
+    assert table.levels.tolist() == [5, 0, 1, 3, 21, 60]
+    with pytest.raises(ValueError):
+        fit_table(np.zeros(4))
+    with pytest.raises(ValueError):
+        fit_table(np.array([5]))  # one symbol: constriction needs two
+
+
+@given(
+    st.integers(1, 4),
+    st.integers(-(2**39), 2**39),
+    st.lists(st.integers(0, 120), min_size=2, max_size=400),
+)
+def test_table_serialization_round_trip(resolution: int, lo: int, levels: list[int]) -> None:
+    levels = [min(level, 30 * resolution) for level in levels]
+    levels[-1] = max(levels[-1], 1)
+    table = QTable(lo=lo, resolution=resolution, levels=np.array(levels, dtype=np.uint8))
+    reader = ByteReader(table.encode())
+    parsed = read_qtable(reader)
+    assert reader.remaining == 0
+    assert (parsed.lo, parsed.resolution) == (lo, resolution)
+    assert parsed.levels.tolist() == levels
+
+
+def _table_bytes(lo: int, size: int, resolution: int, packed: bytes) -> bytes:
+    return uvarint(2 * lo) + uvarint(size) + bytes([resolution]) + uvarint(len(packed)) + packed
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_table_bytes(0, 1, 1, b"\x60"), "alphabet size 1"),  # code "011": level 1
+        (_table_bytes(0, (1 << 20) + 1, 1, b""), "alphabet size"),
+        (_table_bytes(0, 2, 0, b"\x70"), "resolution 0"),  # codes "011", "1": levels 1, 1
+        (_table_bytes(0, 2, 5, b"\x70"), "resolution 5"),
+        (_table_bytes(0, 2, 1, b"\xc0"), "all levels are zero"),  # codes "1", "1"
+        (_table_bytes(0, 2, 1, b"\x70\x00"), "2 bytes"),  # one byte too many
+        (_table_bytes(0, 2, 1, b"\x71"), "padding"),
+        (_table_bytes(0, 2, 1, b""), "ends early"),
+        (_table_bytes(0, 2, 1, b"\x40"), "level -1"),  # code "010": zigzag 1, a step of -1
+        (_table_bytes(0, 2, 1, bytes(20)), "too long"),
+    ],
+)
+def test_read_qtable_rejects_malformed(data: bytes, message: str) -> None:
+    with pytest.raises(FormatError, match=message):
+        read_qtable(ByteReader(data, section="TENS"))
+
+
+def test_read_qtable_rejects_level_above_maximum() -> None:
+    table = QTable(lo=0, resolution=1, levels=np.array([31, 1], dtype=np.uint8))
+    with pytest.raises(FormatError, match="level 31"):
+        read_qtable(ByteReader(table.encode()))
+
+
+# --- groups ---------------------------------------------------------------------------------
+
+NEAR_BOUND = st.sampled_from([-(2**40) + 1, 2**40 - 5001, 0])
+LATENTS = st.one_of(
+    st.lists(st.integers(-5, 5), max_size=300),
+    st.lists(st.integers(-5000, 5000), min_size=1, max_size=300),
+    st.tuples(NEAR_BOUND, st.lists(st.integers(0, 5000), min_size=1, max_size=50)).map(
+        lambda t: [t[0] + v for v in t[1]]
+    ),
+    st.tuples(st.integers(-(2**40) + 1, 2**40 - 1), st.integers(0, 50)).map(
+        lambda t: [t[0]] * t[1]
+    ),
+)
+
+
+@settings(deadline=None, max_examples=150)
+@given(LATENTS)
+def test_group_round_trip(values: list[int]) -> None:
+    latents = np.array(values, dtype=np.int64)
+    group = encode_group(latents)
+    data = group.encode()
+    assert len(data) == group.size
+    reader = ByteReader(data)
+    parsed, decoded = read_group(reader, len(latents))
+    assert reader.remaining == 0
+    assert decoded.dtype == np.int64
+    assert decoded.tolist() == values
+    assert decode_group(parsed, len(latents)).tolist() == values
+    if len(set(values)) <= 1:
+        assert group.kind is GroupKind.CONSTANT and group.latent_bytes == 0
+
+
+def test_group_of_wide_range_latents() -> None:
+    rng = np.random.default_rng(5)
+    values = np.rint(rng.laplace(0, 1500, size=20_000)).clip(-5000, 5000).astype(np.int64)
+    group = encode_group(values)
+    assert group.kind is GroupKind.QTABLE
+    assert group.table.alphabet_size == values.max() - values.min() + 1
+    _, decoded = read_group(ByteReader(group.encode()), len(values))
+    assert np.array_equal(decoded, values)
+
+
+def test_group_with_the_largest_alphabet() -> None:
+    values = np.array([-(2**19), 2**19 - 1, 0, 0, 5], dtype=np.int64)
+    group = encode_group(values)
+    assert group.table.alphabet_size == 1 << 20
+    assert read_group(ByteReader(group.encode()), len(values))[1].tolist() == values.tolist()
+
+
+def test_coder_is_within_one_percent_of_ideal_bits() -> None:
+    rng = np.random.default_rng(7)
+    for size, scale in [(10_000, 0.7), (10_000, 3.0), (100_000, 1.5), (100_000, 20.0)]:
+        values = np.rint(rng.laplace(0, scale, size=size)).astype(np.int64)
+        group = encode_group(values)
+        ideal = ideal_bits(group, values)
+        assert 8 * group.latent_bytes <= 1.01 * ideal + 64
+        assert 8 * group.latent_bytes <= 1.01 * ideal
+        assert ideal >= empirical_bits(values) - 1e-6
+
+
+def test_encoder_picks_the_smallest_resolution_candidate() -> None:
+    rng = np.random.default_rng(3)
+    values = np.rint(rng.laplace(0, 4, size=5000)).astype(np.int64)
+    chosen = encode_group(values)
+    symbols = values - values.min()
+    counts = np.bincount(symbols)
+    for resolution in MANTISSAS:
+        table = fit_table(counts, resolution=resolution, lo=int(values.min()))
+        other = CodedGroup(GroupKind.QTABLE, table=table, words=_words(symbols, table))
+        assert chosen.size <= other.size
+
+
+def test_information_content_helpers() -> None:
+    values = np.array([0, 0, 0, 1])
+    assert empirical_bits(values) == pytest.approx(-3 * np.log2(0.75) - np.log2(0.25))
+    assert empirical_bits(np.array([], dtype=np.int64)) == 0.0
+    assert ideal_bits(encode_group(np.full(9, 4)), np.full(9, 4)) == 0.0
+    group = encode_group(values)
+    probabilities = group.table.probabilities()
+    assert ideal_bits(group, values) == pytest.approx(
+        -3 * np.log2(probabilities[0]) - np.log2(probabilities[1])
+    )
+
+
+def test_golden_group_bytes() -> None:
+    """Pins the bitstream: a change here is a format change, not a refactoring."""
+    values = np.array([0, 0, 1, 0, -1, 0, 2, 0, 0, 1, 0, 0, -1, 0, 0, 0], dtype=np.int64)
+    data = encode_group(values).encode()
+    assert data.hex() == GOLDEN_GROUP
+    assert read_group(ByteReader(data), len(values))[1].tolist() == values.tolist()
+
+
+GOLDEN_GROUP = "0101040103294880012af88b8d"
+
+
+def test_encode_group_rejects_unrepresentable_latents() -> None:
+    with pytest.raises(EprError, match="latent bound"):
+        encode_group(np.array([0, 2**40]))
+    with pytest.raises(EprError, match="more than"):
+        encode_group(np.array([0, 2**20]))
+    with pytest.raises(EprError, match="integers"):
+        encode_group(np.array([0.5, 1.0]))
+
+
+def _qtable_group(values: np.ndarray) -> tuple[bytes, CodedGroup]:
+    group = encode_group(values)
+    assert group.kind is GroupKind.QTABLE
+    return group.encode(), group
+
+
+def _with_words(group: CodedGroup, words: list[int]) -> bytes:
+    return (
+        bytes([GroupKind.QTABLE])
+        + group.table.encode()
+        + uvarint(len(words))
+        + np.array(words, dtype="<u4").tobytes()
+    )
+
+
+def test_read_group_rejects_noncanonical_and_invalid_words() -> None:
+    values = np.array([0, 1, 1, 2, 2, 2, 2, 0, 1, 2] * 20, dtype=np.int64)
+    _, group = _qtable_group(values)
+    words = group.words.tolist()
+    cases = [
+        ("canonical", _with_words(group, [*words, 0])),
+        ("canonical", _with_words(group, words[:-1])),
+        ("invalid for the table", _with_words(group, [0xFFFFFFFF, 0xFFFFFFFF])),
+    ]
+    for message, data in cases:
+        with pytest.raises(FormatError, match=message):
+            read_group(ByteReader(data, section="TENS"), len(values))
+
+
+def test_read_group_rejects_symbols_of_weight_zero() -> None:
+    table = QTable(lo=0, resolution=1, levels=np.array([30, 0], dtype=np.uint8))
+    symbols = np.array([0] * 10 + [1])  # the leaky quantizer can still code symbol 1
+    data = _with_words(CodedGroup(GroupKind.QTABLE, table=table), _words(symbols, table).tolist())
+    with pytest.raises(FormatError, match="weight zero"):
+        read_group(ByteReader(data), len(symbols))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x02", "unknown group kind 2"),
+        (b"\x00" + uvarint(2 * 2**40), "latent bound"),
+        (b"\x00", "truncated"),
+        (b"\x01" + QTable(2**40 - 2, 1, np.array([1, 1, 1], np.uint8)).encode(), "latent bound"),
+        (
+            b"\x01" + QTable(0, 1, np.array([1, 1], np.uint8)).encode() + uvarint(3) + bytes(8),
+            "3 words",
+        ),
+    ],
+)
+def test_read_group_rejects_malformed(data: bytes, message: str) -> None:
+    with pytest.raises(FormatError, match=message):
+        read_group(ByteReader(data), 5)

@@ -1,0 +1,91 @@
+"""The torch reparameterization against the numpy decoders the file is decoded with."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from eprpipe.paramdecode import decode_rdft, decode_scalar
+from eprpipe.reparam import EPRModel, RdftDecoder, ScalarDecoder, ste_round
+
+
+class TwoLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_straight_through_round_passes_gradient():
+    x = torch.tensor([0.2, 1.7, -2.5], requires_grad=True)
+    y = ste_round(x)
+    y.sum().backward()
+    assert y.tolist() == [0.0, 2.0, -2.0]
+    assert x.grad.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("decoder", ["rdft", "sq"])
+def test_latents_start_from_the_module_weights(decoder):
+    torch.manual_seed(0)
+    net = TwoLayer()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    model = EPRModel(net, decoder=decoder, init_step=1e-4)
+    for name, value in before.items():
+        module_name, _, attribute = name.rpartition(".")
+        after = getattr(net.get_submodule(module_name), attribute)
+        # Rounding to a 1e-4 grid moves each weight by at most half a step (plus float error).
+        assert torch.allclose(after, value, atol=1e-4), name
+    kinds = {t.name: type(t.decoder) for t in model.tensors}
+    expected = RdftDecoder if decoder == "rdft" else ScalarDecoder
+    assert kinds["conv.weight"] is expected
+    assert kinds["fc.weight"] is ScalarDecoder
+
+
+def test_torch_decoders_agree_with_the_file_arithmetic():
+    torch.manual_seed(1)
+    net = TwoLayer()
+    model = EPRModel(net, decoder="rdft", init_step=0.01)
+    latents = model.integer_latents()
+    for tensor in model.tensors:
+        weight = getattr(tensor.module, tensor.attribute).detach().numpy()
+        if isinstance(tensor.decoder, RdftDecoder):
+            steps = tensor.decoder.steps().detach().numpy().astype(np.float16)
+            reference = decode_rdft(steps, latents[tensor.name])
+        else:
+            reference = decode_scalar(float(tensor.decoder.step().detach()), latents[tensor.name])
+        np.testing.assert_allclose(weight, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_rate_is_positive_and_trainable():
+    torch.manual_seed(2)
+    model = EPRModel(TwoLayer(), decoder="rdft", prior="factorized")
+    bits = model.rate_bits("noise")
+    assert bits.item() > 0
+    bits.backward()
+    grads = [p.grad for p in model.prior_parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert all(t.latent.grad is not None for t in model.tensors)
+
+
+@pytest.mark.parametrize("prior", ["factorized", "logistic"])
+def test_more_concentrated_latents_cost_fewer_bits(prior):
+    torch.manual_seed(3)
+    model = EPRModel(TwoLayer(), prior=prior)
+    wide = model.rate_bits("round").item()
+    with torch.no_grad():
+        for tensor in model.tensors:
+            tensor.latent.mul_(0.1)
+    narrow = model.rate_bits("round").item()
+    assert narrow < wide
+
+
+def test_unknown_decoder_is_a_clear_error():
+    from eprpipe.errors import EprError
+
+    with pytest.raises(EprError, match="unknown decoder"):
+        EPRModel(TwoLayer(), decoder="wavelet")
