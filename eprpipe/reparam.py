@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 
 from eprpipe.errors import EprError
 from eprpipe.paramdecode import rdft_basis
-from eprpipe.priors import PRIORS
+from eprpipe.priors import PRIORS, interpolated_bits
 
 DECODERS = ("rdft", "sq")
 RATE_ESTIMATORS = ("noise", "ste", "round")
@@ -188,7 +188,11 @@ class EPRModel(nn.Module):
                 latent = ste_round(latent)
             else:
                 latent = torch.round(latent).detach()
-            total = total + tensor.prior.bits(tensor.decoder.groups(latent))
+            grouped = tensor.decoder.groups(latent)
+            if estimator == "round":
+                total = total + tensor.prior.bits(grouped)
+            else:
+                total = total + interpolated_bits(tensor.prior, grouped)
         return total
 
     def latent_parameters(self) -> Iterator[nn.Parameter]:

@@ -89,3 +89,18 @@ def test_unknown_decoder_is_a_clear_error():
 
     with pytest.raises(EprError, match="unknown decoder"):
         EPRModel(TwoLayer(), decoder="wavelet")
+
+
+@pytest.mark.parametrize("prior", ["factorized", "logistic"])
+def test_interpolated_rate_matches_the_exact_density(prior):
+    from eprpipe.priors import PRIORS, interpolated_bits
+
+    torch.manual_seed(4)
+    density = PRIORS[prior](5, init_scale=4.0)
+    values = (torch.randn(5, 4000) * 3).requires_grad_(True)
+    exact = density.bits(values)
+    approx = interpolated_bits(density, values)
+    assert abs(float(approx.detach()) / float(exact.detach()) - 1) < 1e-4
+    (grad_exact,) = torch.autograd.grad(exact, values)
+    (grad_approx,) = torch.autograd.grad(approx, values)
+    assert float((grad_exact - grad_approx).norm() / grad_exact.norm()) < 0.02
