@@ -17,8 +17,8 @@ from eprpipe.errors import EprError
 
 DEMO_ARCHITECTURE = "lenet5-caffe"
 DEMO_DATASET = "digits"
-DEMO_EPOCHS = 30
-DEMO_LAMBDA = 1.0
+DEMO_EPOCHS = 40
+DEMO_LAMBDA = 16.0
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -136,10 +136,12 @@ def _compress(
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    if args.architecture is None:
+    if args.architecture is None and args.dataset is None:
         return cmd_demo(args)
-    if args.dataset is None or args.output is None:
-        raise EprError("compress needs --dataset and -o FILE.epr (or no arguments for the demo)")
+    if args.architecture is None or args.dataset is None or args.output is None:
+        raise EprError(
+            "compress needs ARCHITECTURE, --dataset and -o FILE.epr (or no arguments: the demo)"
+        )
     return _compress(args, args.architecture, args.dataset, args.output, 20, 0.5)
 
 

@@ -9,6 +9,7 @@ Set EPRPIPE_TRACE_HOOKS=1 to trace hook calls to stderr.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ _KINDS: dict[str, tuple[str, type]] = {
     "dataset": ("register_datasets", DatasetSpec),
 }
 
+ENTRY_POINT_GROUP = "eprpipe"
 _pm: pluggy.PluginManager | None = None
 
 
@@ -52,11 +54,33 @@ def load_plugins() -> None:
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
     try:
-        pm.load_setuptools_entrypoints("eprpipe")
+        _load_entry_points(pm)
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"invalid eprpipe plugin {exc.plugin!r}: {exc}") from exc
     _pm = pm
+
+
+# plugin object -> (distribution name, version), for plugins that came through entry points.
+_distributions: dict[int, tuple[str, str]] = {}
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    """Register every ``eprpipe`` entry point of every installed distribution.
+
+    Unlike pluggy's loader this keys plugins by distribution and entry-point name, so two
+    distributions may both call an entry point "lenet" without one being silently dropped.
+    """
+    for dist in importlib.metadata.distributions():
+        for entry_point in dist.entry_points:
+            if entry_point.group != ENTRY_POINT_GROUP:
+                continue
+            name = f"{dist.metadata['name']}:{entry_point.name}"
+            if pm.get_plugin(name) is not None:
+                continue  # the same distribution found twice on sys.path
+            plugin = entry_point.load()
+            pm.register(plugin, name=name)
+            _distributions[id(plugin)] = (dist.metadata["name"], dist.version)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -68,10 +92,10 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 def _provider(pm: pluggy.PluginManager, plugin: object) -> Provider:
     name = pm.get_name(plugin) or repr(plugin)
-    for loaded, dist in pm.list_plugin_distinfo():
-        if loaded is plugin:
-            return Provider(name, dist.project_name, dist.version)
-    return Provider(name, None, None)
+    distribution = _distributions.get(id(plugin))
+    if distribution is None:
+        return Provider(name, None, None)
+    return Provider(name.partition(":")[2], *distribution)
 
 
 def _implementers(pm: pluggy.PluginManager, kind: str) -> list[object]:

@@ -114,7 +114,7 @@ def info_report(path: Path, contents: EprContents, sizes: SizeBreakdown) -> str:
     num_parameters = sum(math.prod(r["shape"]) for r in rows if r["decoder"] != "raw") or 1
     header = (
         f"{'tensor':<24} {'shape':<16} {'decoder':<7} {'symbols':>9} {'nonzero':>8} "
-        f"{'tables':<12} {'latent B':>9} {'table B':>8} {'dec B':>6} {'bits/param':>10}"
+        f"{'latent B':>9} {'ideal B':>9} {'table B':>8} {'dec B':>6} {'bits/param':>10}  tables"
     )
     lines = [
         f"{path}: {manifest.get('architecture', '?')} trained on {manifest.get('dataset', '?')} "
@@ -131,9 +131,13 @@ def info_report(path: Path, contents: EprContents, sizes: SizeBreakdown) -> str:
         shape = "×".join(str(d) for d in r["shape"]) or "scalar"
         lines.append(
             f"{r['name']:<24} {shape:<16} {r['decoder']:<7} {r['symbols']:>9,} {r['nonzero']:>8,} "
-            f"{r['tables']:<12} {r['latent_bytes']:>9,} {r['table_bytes']:>8,} "
-            f"{r['decoder_bytes']:>6,} {r['bits_per_param']:>10.4f}"
+            f"{r['latent_bytes']:>9,} {r['ideal_bits'] / 8:>9,.1f} {r['table_bytes']:>8,} "
+            f"{r['decoder_bytes']:>6,} {r['bits_per_param']:>10.4f}  {r['tables']}"
         )
+    lines.append(
+        "ideal B: information content of the latents under the stored tables, which the range "
+        "coder approaches"
+    )
     lines.append("")
     lines += size_lines(sizes, num_parameters)
     return "\n".join(lines)

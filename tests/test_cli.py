@@ -152,3 +152,15 @@ def test_decode_to_unwritable_place_keeps_nothing(capsys, toy_epr, tmp_path):
     out, _ = toy_epr
     code = main(["decode", str(out), "-o", str(tmp_path / "missing-dir" / "m.onnx")])
     _one_line_error(capsys, code, "does not exist")
+
+
+def test_demo_runs_the_embedded_default(capsys, tmp_path):
+    out = tmp_path / "demo.epr"
+    assert main(["demo", "--epochs", "1", "--no-baseline", "--quiet", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "lenet5-caffe on digits" in printed and "decoded ONNX model" in printed
+    assert out.exists()
+
+
+def test_compress_without_an_output_is_an_error(capsys):
+    _one_line_error(capsys, main(["compress", "lenet5-caffe", "--dataset", "digits"]), "-o")

@@ -139,3 +139,16 @@ def test_info_lists_every_tensor(compressed, capsys):
     assert main(["info", str(path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert sum(t["latent_bytes"] for t in data["tensors"]) == data["sizes"]["latents"]
+
+
+def test_coded_size_is_within_one_percent_of_the_ideal(compressed, capsys):
+    path, _ = compressed
+    assert main(["info", str(path), "--json"]) == 0
+    tensors = json.loads(capsys.readouterr().out)["tensors"]
+    large = [t for t in tensors if t["symbols"] >= 10_000 and t["latent_bytes"] > 0]
+    assert large, "the test model should have tensors of 10,000+ parameters"
+    for tensor in large:
+        # Each range-coded stream ends with at most one partly used 32-bit word.
+        slack = 32 * tensor["groups"]
+        assert 8 * tensor["latent_bytes"] <= 1.01 * tensor["ideal_bits"] + slack, tensor["name"]
+        assert tensor["ideal_bits"] >= tensor["empirical_bits"] - 1e-6

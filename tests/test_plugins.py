@@ -288,3 +288,16 @@ def test_third_party_plugin_from_a_distribution(tmp_path):
     assert rows["dataset", "toy-blobs"] == ["toy", "eprpipe_toy", "0.1"]
     assert rows["architecture", "lenet5-caffe"] == ["lenet", "eprpipe", "0.1.0"]
     assert result["logits"] == [300, 3] and result["labels"] == 3
+
+
+def test_third_party_entry_point_named_like_a_builtin_is_still_loaded(tmp_path):
+    site = write_toy_plugin(tmp_path)
+    entry_points = tmp_path / "eprpipe_toy-0.1.dist-info" / "entry_points.txt"
+    entry_points.write_text("[eprpipe]\nlenet = eprpipe_toy\n")
+    code = """
+    from eprpipe.plugins import plugin_listing
+    print(sorted({(r.name, r.plugin, r.distribution) for r in plugin_listing()}))
+    """
+    listing = _run_python(code, PYTHONPATH=str(site)).stdout
+    assert "('toy-mlp', 'lenet', 'eprpipe_toy')" in listing
+    assert "('lenet5-caffe', 'lenet', 'eprpipe')" in listing
