@@ -15,7 +15,6 @@ import os
 import secrets
 import struct
 import zlib
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -25,15 +24,9 @@ import numpy as np
 import zstandard
 
 from eprpipe.bitio import ByteReader, uvarint
-from eprpipe.coding import (
-    CodedGroup,
-    GroupKind,
-    empirical_bits,
-    encode_group,
-    ideal_bits,
-    read_group,
-)
+from eprpipe.coding import empirical_bits, ideal_bits
 from eprpipe.errors import EprError, FormatError
+from eprpipe.layout import CodedLatents, encode_latents, read_latents
 from eprpipe.paramdecode import as_float16, decode_rdft, decode_scalar
 
 MAGIC = b"\x89EPR\r\n\x1a\n"
@@ -63,13 +56,7 @@ class RecordKind(IntEnum):
     RDFT = 2
 
 
-class RdftGrouping(IntEnum):
-    WHOLE = 0  # one group over all latents
-    PER_FREQUENCY = 1  # kh*kw groups of out*in latents each
-
-
 _RECORD_KINDS = frozenset(int(kind) for kind in RecordKind)
-_GROUPINGS = frozenset(int(grouping) for grouping in RdftGrouping)
 
 
 @dataclass(frozen=True)
@@ -124,10 +111,10 @@ class TensorSize:
     latent_bytes: int  # range-coded words
     table_bytes: int  # tables and constants
     decoder_bytes: int  # steps
-    framing_bytes: int  # name, kind, shape, group kinds and word counts
-    ideal_bits: float  # information content under the chosen tables
-    groups: int
-    table_kinds: str  # e.g. "qtable r3" or "3x const, 6x qtable r2"
+    framing_bytes: int  # name, kind, shape, layout, group kinds and word counts
+    ideal_bits: float  # information content under the chosen tables, masks included
+    groups: int  # coded groups, masks included
+    table_kinds: str  # e.g. "qtable r3" or "row mask const, column mask qtable r1, 9x qtable r2"
     empirical_bits: float = 0.0  # information content under each group's own histogram
     raw_bytes: int = 0  # verbatim tensor data
 
@@ -160,30 +147,25 @@ def _f16_bits(value: float, what: str) -> int:
     return int(as_float16(value, what).view(np.uint16))
 
 
-def _group_label(group: CodedGroup) -> str:
-    return "const" if group.kind is GroupKind.CONSTANT else f"qtable r{group.table.resolution}"
-
-
 def _tensor_size(
-    name: str,
-    framing: int,
-    decoder: int,
-    groups: list[CodedGroup],
-    values: list[np.ndarray],
-    raw: int = 0,
+    name: str, framing: int, decoder: int, coded: CodedLatents | None, raw: int = 0
 ) -> TensorSize:
-    """Per-tensor accounting shared by writer and reader, so both report the same numbers."""
-    kinds = sorted(Counter(_group_label(group) for group in groups).items())
-    label = ", ".join(f"{n}x {kind}" if n > 1 else kind for kind, n in kinds) if groups else "raw"
+    """Per-tensor accounting shared by writer and reader, so both report the same numbers.
+
+    Mask groups count like any group (words as latents, tables as tables): they are part of
+    the parameter payload. The layout byte is framing.
+    """
+    groups = coded.all_groups if coded else []
+    values = coded.values if coded else []
     return TensorSize(
         name=name,
         latent_bytes=sum(group.latent_bytes for group in groups),
         table_bytes=sum(group.table_bytes for group in groups),
         decoder_bytes=decoder,
-        framing_bytes=framing + sum(group.framing_bytes for group in groups),
+        framing_bytes=framing + (coded.framing_bytes if coded else 0),
         ideal_bits=sum((ideal_bits(g, v) for g, v in zip(groups, values, strict=True)), 0.0),
         groups=len(groups),
-        table_kinds=label,
+        table_kinds=coded.label if coded else "raw",
         empirical_bits=sum((empirical_bits(v) for v in values), 0.0),
         raw_bytes=raw,
     )
@@ -242,34 +224,16 @@ def _encode_record(record: TensorRecord) -> tuple[bytes, TensorSize]:
     if record.decoder is None:
         prefix = _record_prefix(record, RecordKind.RAW) + bytes([_RAW_CODES[record.dtype]])
         data = record.raw.astype(record.raw.dtype.newbyteorder("<")).tobytes()
-        return prefix + data, _tensor_size(record.name, len(prefix), 0, [], [], raw=len(data))
-    latents = record.latents
-    if isinstance(record.decoder, ScalarDecoder):
-        step = struct.pack("<H", _f16_bits(record.decoder.step, f"{record.name}: step"))
-        group = encode_group(latents.reshape(-1))
-        prefix = _record_prefix(record, RecordKind.SCALAR)
-        size = _tensor_size(record.name, len(prefix), 2, [group], [latents])
-        return prefix + step + group.encode(), size
+        return prefix + data, _tensor_size(record.name, len(prefix), 0, None, raw=len(data))
+    rdft = isinstance(record.decoder, RdftDecoder)
+    step_values = np.asarray(record.decoder.steps if rdft else record.decoder.step).reshape(-1)
     steps = b"".join(
-        struct.pack("<H", _f16_bits(v, f"{record.name}: step"))
-        for v in np.asarray(record.decoder.steps).reshape(-1).tolist()
+        struct.pack("<H", _f16_bits(v, f"{record.name}: step")) for v in step_values.tolist()
     )
-    frequency_major = latents.transpose(2, 3, 0, 1).reshape(-1)
-    kh, kw = record.shape[2:]
-    options = []
-    for grouping in RdftGrouping:
-        parts = (
-            [frequency_major]
-            if grouping is RdftGrouping.WHOLE
-            else np.split(frequency_major, kh * kw)
-        )
-        groups = [encode_group(part) for part in parts]
-        options.append((sum(g.size for g in groups), grouping, groups, parts))
-    _, grouping, groups, parts = min(options, key=lambda option: option[:2])
-    prefix = _record_prefix(record, RecordKind.RDFT)
-    size = _tensor_size(record.name, len(prefix) + 1, len(steps), groups, parts)
-    body = steps + bytes([grouping]) + b"".join(group.encode() for group in groups)
-    return prefix + body, size
+    coded = encode_latents(record.latents, rdft)
+    prefix = _record_prefix(record, RecordKind.RDFT if rdft else RecordKind.SCALAR)
+    size = _tensor_size(record.name, len(prefix), len(steps), coded)
+    return prefix + steps + coded.encode(), size
 
 
 def _read_record(
@@ -314,37 +278,20 @@ def _read_record(
             raise reader.error(f"{name!r}: bool tensor holds bytes other than 0 and 1")
         framing = reader.pos - start - len(data)
         record = TensorRecord(name, shape, RAW_DTYPES[code], None, None, raw.reshape(shape))
-        return record, _tensor_size(name, framing, 0, [], [], raw=len(data))
+        return record, _tensor_size(name, framing, 0, None, raw=len(data))
 
-    if kind == RecordKind.SCALAR:
-        step = _read_steps(reader, 1, name)[0]
-        framing = reader.pos - start - 2
-        group, values = read_group(reader, numel)
-        record = TensorRecord(
-            name, shape, "float32", ScalarDecoder(float(step)), values.reshape(shape), None
-        )
-        return record, _tensor_size(name, framing, 2, [group], [values])
-
-    if ndim != 4 or shape[2] * shape[3] < 2 or max(shape[2:]) > MAX_KERNEL_SIDE:
+    rdft = kind == RecordKind.RDFT
+    if rdft and (ndim != 4 or shape[2] * shape[3] < 2 or max(shape[2:]) > MAX_KERNEL_SIDE):
         raise reader.error(
             f"{name!r}: rdft needs dims (out, in, kh, kw) with kh*kw >= 2 and "
             f"kh, kw <= {MAX_KERNEL_SIDE}, got {shape}"
         )
-    out, inp, kh, kw = shape
-    steps = _read_steps(reader, kh * kw, name).reshape(kh, kw)
-    grouping = reader.read_u8("rdft grouping")
-    if grouping not in _GROUPINGS:
-        raise reader.error(f"{name!r}: unknown rdft grouping {grouping}")
-    framing = reader.pos - start - 2 * kh * kw
-    counts = [numel] if grouping == RdftGrouping.WHOLE else [out * inp] * (kh * kw)
-    groups, parts = [], []
-    for count in counts:
-        group, values = read_group(reader, count)
-        groups.append(group)
-        parts.append(values)
-    latents = np.concatenate(parts).reshape(kh, kw, out, inp).transpose(2, 3, 0, 1).copy()
-    record = TensorRecord(name, shape, "float32", RdftDecoder(steps), latents, None)
-    return record, _tensor_size(name, framing, 2 * kh * kw, groups, parts)
+    steps = _read_steps(reader, shape[2] * shape[3] if rdft else 1, name)
+    framing = reader.pos - start - 2 * steps.size
+    coded, latents = read_latents(reader, shape, rdft, name)
+    decoder = RdftDecoder(steps.reshape(shape[2:])) if rdft else ScalarDecoder(float(steps[0]))
+    record = TensorRecord(name, shape, "float32", decoder, latents, None)
+    return record, _tensor_size(name, framing, 2 * steps.size, coded)
 
 
 def _read_steps(reader: ByteReader, count: int, name: str) -> np.ndarray:

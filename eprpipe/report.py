@@ -83,6 +83,7 @@ def _tensor_rows(contents: EprContents, sizes: SizeBreakdown) -> list[dict]:
                 else 0,
                 "bits_per_param": 8 * coded / numel if numel else 0.0,
                 "ideal_bits": size.ideal_bits,
+                "empirical_bits": size.empirical_bits,
             }
         )
     return rows

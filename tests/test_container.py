@@ -20,11 +20,13 @@ from hypothesis import strategies as st
 
 from eprpipe import container
 from eprpipe.bitio import svarint, uvarint
+from eprpipe.coding import empirical_bits, encode_group, ideal_bits
 from eprpipe.container import (
     EprContents,
     RdftDecoder,
     ReadLimits,
     ScalarDecoder,
+    SizeBreakdown,
     TensorRecord,
     decode_container,
     decode_weights,
@@ -33,9 +35,13 @@ from eprpipe.container import (
     write_epr,
 )
 from eprpipe.errors import EprError, FormatError
+from eprpipe.layout import Layout, allowed_layouts, encode_layout
 from eprpipe.paramdecode import decode_rdft
 
 # --- helpers --------------------------------------------------------------------------------
+
+STEP = struct.pack("<H", 0x3C00)  # 1.0
+ZEROS = b"\x00\x00\x00"  # layout 0, then one CONSTANT 0 group
 
 
 def scalar(name: str, latents: np.ndarray, step: float = 0.0185546875) -> TensorRecord:
@@ -69,11 +75,27 @@ def sample_contents(seed: int = 0) -> EprContents:
     )
 
 
+MASKED_ROWS = [1, 4, 5, 9, 13, 17, 20, 22]
+MASKED_COLS = [0, 3, 7, 8, 12, 15, 19, 23]
+
+
+def masked_latents() -> np.ndarray:
+    """24x24 latents with 8 active rows and columns: the writer codes them with both masks."""
+    i, j = np.indices((8, 8))
+    latents = np.zeros((24, 24), dtype=np.int64)
+    latents[np.ix_(MASKED_ROWS, MASKED_COLS)] = (3 * i + 5 * j) % 7 - 3
+    return latents
+
+
 def small_file() -> bytes:
     contents = EprContents(
         manifest={"a": 1},
         graph=b"g",
-        tensors=[scalar("w", [0, 1, -1, 0, 2, 0]), raw("m", np.array([True, False]))],
+        tensors=[
+            scalar("w", [0, 1, -1, 0, 2, 0]),
+            raw("m", np.array([True, False])),
+            scalar("k", masked_latents()),
+        ],
     )
     return encode_container(contents)[0]
 
@@ -194,12 +216,24 @@ def test_rdft_uses_per_frequency_groups_when_cheaper() -> None:
     assert_same(contents, decode_container(data)[0])
 
 
+def kill_units(
+    rng: np.random.Generator, latents: np.ndarray, dead_rows: float, dead_cols: float
+) -> np.ndarray:
+    """Zero about these fractions of whole rows and whole columns, as dead units do."""
+    latents = np.asarray(latents, dtype=np.int64).copy()
+    if latents.ndim >= 2:
+        latents[rng.random(latents.shape[0]) < dead_rows] = 0
+        latents[:, rng.random(latents.shape[1]) < dead_cols] = 0
+    return latents
+
+
 @st.composite
 def records(draw: st.DrawFn) -> TensorRecord:
     kind = draw(st.sampled_from(["scalar", "rdft", "raw"]))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     spread = draw(st.sampled_from([0, 1, 30, 5000]))
+    dead = draw(st.sampled_from([0.0, 0.5]))
     if kind == "raw":
         dtype = draw(st.sampled_from(sorted(container.RAW_DTYPES.values())))
         shape = tuple(draw(st.lists(st.integers(0, 4), max_size=3)))
@@ -209,7 +243,7 @@ def records(draw: st.DrawFn) -> TensorRecord:
         shape = tuple(draw(st.lists(st.integers(0, 6), max_size=4)))
         return scalar(
             "",
-            np.rint(rng.laplace(0, spread + 1e-9, size=shape)),
+            kill_units(rng, np.rint(rng.laplace(0, spread + 1e-9, size=shape)), dead, dead),
             2.0 ** draw(st.integers(-24, 15)),
         )
     shape = (
@@ -218,7 +252,9 @@ def records(draw: st.DrawFn) -> TensorRecord:
         *draw(st.sampled_from([(1, 2), (3, 3), (5, 1)])),
     )
     steps = rng.choice([0.5, 0.25, 2.0, 0.0009765625], size=shape[2:]).astype(np.float16)
-    return rdft("", np.rint(rng.laplace(0, spread + 1e-9, size=shape)), steps)
+    return rdft(
+        "", kill_units(rng, np.rint(rng.laplace(0, spread + 1e-9, size=shape)), dead, dead), steps
+    )
 
 
 @settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
@@ -276,6 +312,150 @@ def test_decode_weights() -> None:
     broken.latents = None
     with pytest.raises(EprError):
         decode_weights(broken)
+
+
+# --- layouts: row and column masks ----------------------------------------------------------
+
+
+def encode_in_layout(contents: EprContents, layout: Layout) -> tuple[bytes, SizeBreakdown]:
+    """Encode with every coded tensor forced into `layout` instead of the smallest one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            container, "encode_latents", lambda latents, rdft: encode_layout(latents, layout, rdft)
+        )
+        return encode_container(contents)
+
+
+def sparse(shape: tuple[int, ...], dead_rows: float, dead_cols: float, seed: int = 0) -> np.ndarray:
+    """Latents of a trained net: mostly zero, with whole rows and columns of dead units."""
+    rng = np.random.default_rng(seed)
+    latents = np.rint(rng.laplace(0, 2, size=shape)) * (rng.random(shape) < 0.2)
+    return kill_units(rng, latents, dead_rows, dead_cols)
+
+
+def check_every_layout(tensor: TensorRecord) -> None:
+    """Each allowed layout round trips, reports its masks, and the writer keeps the smallest."""
+    rdft_record = isinstance(tensor.decoder, RdftDecoder)
+    contents = EprContents({}, b"", [tensor])
+    lengths = {}
+    for layout in allowed_layouts(tuple(tensor.shape), rdft_record):
+        data, sizes = encode_in_layout(contents, layout)
+        decoded, read_sizes = decode_container(data)
+        assert_same(contents, decoded)
+        assert read_sizes == sizes
+        label = sizes.tensors[0].table_kinds
+        assert ("row mask" in label) == bool(layout & Layout.ROW_MASK)
+        assert ("column mask" in label) == bool(layout & Layout.COLUMN_MASK)
+        lengths[layout] = len(data)
+    smallest = min(lengths, key=lambda layout: (lengths[layout], layout))
+    assert encode_container(contents)[0] == encode_in_layout(contents, smallest)[0]
+
+
+@settings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@given(records().filter(lambda tensor: tensor.decoder is not None))
+def test_every_layout_round_trips(tensor: TensorRecord) -> None:
+    tensor.name = "t"
+    check_every_layout(tensor)
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        scalar("fc", sparse((40, 60), 0.3, 0.5)),
+        scalar("fc3d", sparse((12, 10, 5), 0.5, 0.3)),
+        scalar("dense", sparse((20, 30), 0.0, 0.0)),
+        scalar("zeros", np.zeros((20, 30))),
+        scalar("line", sparse((200,), 0.0, 0.0)),
+        rdft("conv", sparse((16, 12, 3, 3), 0.4, 0.4)),
+        rdft("conv12", sparse((8, 6, 1, 2), 0.5, 0.5)),
+        rdft("conv0", np.zeros((6, 4, 3, 3))),
+    ],
+    ids=lambda tensor: tensor.name,
+)
+def test_every_layout_round_trips_on_sparse_latents(tensor: TensorRecord) -> None:
+    check_every_layout(tensor)
+
+
+def test_allowed_layouts() -> None:
+    assert allowed_layouts((), False) == allowed_layouts((7,), False) == [0]
+    assert allowed_layouts((0, 5), False) == [0]
+    assert allowed_layouts((3, 4, 2), False) == [0, 2, 4, 6]
+    assert allowed_layouts((2, 3, 1, 2), True) == list(range(8))
+    assert allowed_layouts((0, 3, 3, 3), True) == [0, 1]
+
+
+def test_writer_picks_masks_when_they_help() -> None:
+    """Dead units: 60 % of the columns (inputs) and some rows (outputs) are all zero."""
+    contents = EprContents({}, b"", [scalar("fc1.weight", sparse((500, 800), 0.15, 0.6))])
+    data, sizes = encode_container(contents)
+    unmasked, _ = encode_in_layout(contents, Layout(0))
+    assert len(data) < len(unmasked) - 500
+    size = sizes.tensors[0]
+    assert (
+        size.table_kinds.startswith("row mask qtable") and "column mask qtable" in size.table_kinds
+    )
+    assert size.groups == 3
+    assert_same(contents, decode_container(data)[0])
+
+
+def test_mask_groups_count_in_the_payload() -> None:
+    latents = masked_latents()
+    data, sizes = encode_container(EprContents({}, b"", [scalar("k", latents)]))
+    coded = encode_layout(latents, Layout.ROW_MASK | Layout.COLUMN_MASK, False)
+    size = sizes.tensors[0]
+    assert size.groups == 3
+    assert size.latent_bytes == sum(group.latent_bytes for group in coded.all_groups)
+    assert size.table_bytes == sum(group.table_bytes for group in coded.all_groups)
+    assert size.latent_bytes + size.table_bytes + size.decoder_bytes + size.framing_bytes == (
+        len(split_sections(data)[2][2]) - 1  # the TENS section less its record count
+    )
+    pairs = zip(coded.all_groups, coded.values, strict=True)
+    assert size.ideal_bits == sum(ideal_bits(group, values) for group, values in pairs)
+    assert size.empirical_bits == sum(empirical_bits(values) for values in coded.values)
+    assert coded.values[0].tolist() == [int(row in MASKED_ROWS) for row in range(24)]
+
+
+def group(values: list[int]) -> bytes:
+    return encode_group(np.array(values)).encode()
+
+
+@pytest.mark.parametrize(
+    ("kind", "shape", "before", "after", "message"),
+    [
+        (1, (2, 3), STEP + b"\x02", group([2, 2]) + group([0]), "row mask holds a symbol not 0"),
+        (1, (2, 3), STEP + b"\x02", group([0, 2]) + group([0]), "row mask holds a symbol not 0"),
+        (1, (2, 3), STEP + b"\x04", group([1, -1, 0]) + group([0]), "column mask holds a"),
+        (1, (2, 3), STEP + b"\x02", group([1, 1]) + group([1, 0, 0, 0, 0, 0]), "row 1 is marked"),
+        (1, (2, 3), STEP + b"\x04", group([1, 1, 1]) + group([1, 0, 2, 3, 0, 0]), "column 1 is"),
+        (1, (2, 3), STEP + b"\x06", group([1, 1]) + group([0, 0, 0]) + group([]), "row 0 is"),
+        (1, (2, 3), STEP + b"\x06" + group([1, 0]), group([0, 1, 1]) + group([5, 0]), "column 2"),
+        (2, (2, 2, 1, 2), STEP * 2 + b"\x03", group([0, 1]) + group([]) * 2, "row 1 is"),
+        (
+            2,
+            (2, 2, 1, 2),
+            STEP * 2 + b"\x05",
+            group([1, 1]) + group([1, 0, 2, 0]) + group([]),
+            "column 1",
+        ),
+        (1, (3,), STEP, b"\x02" + group([1, 1, 1]) + group([1, 2, 3]), "ndim >= 2"),
+        (1, (), STEP, b"\x04" + group([1]) + group([1]), "ndim >= 2"),
+        (1, (0, 3), STEP, b"\x02" + group([]) + group([]), "no zero dim"),
+        (1, (2, 3), STEP, b"\x08" + group([0]), "reserved layout bits 0x08"),
+        (2, (1, 1, 1, 2), STEP * 2, b"\x80" + group([0]), "reserved layout bits 0x80"),
+        (1, (2, 3), STEP, b"\x01" + group([0]), "per-frequency grouping"),
+    ],
+)
+def test_malformed_layouts_and_masks(
+    kind: int, shape: tuple[int, ...], before: bytes, after: bytes, message: str
+) -> None:
+    """Each defect is reported at the layout byte or at the start of the offending mask."""
+    tensors = uvarint(1) + record(b"w", kind, shape, before + after)
+    data = with_section(small_file(), b"TENS", tensors)
+    with pytest.raises(FormatError, match=message) as info:
+        decode_container(data)
+    assert info.value.section == "TENS"
+    at = len(data) - len(tensors) + len(uvarint(1) + record(b"w", kind, shape, before))
+    assert info.value.offset == at
 
 
 # --- writer validation ----------------------------------------------------------------------
@@ -502,33 +682,30 @@ def test_manifest_and_graph_size_limits() -> None:
         decode_container(data, limits=ReadLimits(max_file_bytes=len(data) - 1))
 
 
-STEP = struct.pack("<H", 0x3C00)  # 1.0
-
-
 @pytest.mark.parametrize(
     ("tensors", "message"),
     [
-        (uvarint(2) + record(b"w", 1, (3,), STEP + b"\x00\x00"), "truncated"),
-        (uvarint(1) + record(b"w", 1, (3,), STEP + b"\x00\x00") + b"\x00", "after the last record"),
-        (uvarint(2) + record(b"w", 1, (), STEP + b"\x00\x00") * 2, "'w' appears twice"),
+        (uvarint(2) + record(b"w", 1, (3,), STEP + ZEROS), "truncated"),
+        (uvarint(1) + record(b"w", 1, (3,), STEP + ZEROS) + b"\x00", "after the last record"),
+        (uvarint(2) + record(b"w", 1, (), STEP + ZEROS) * 2, "'w' appears twice"),
         (uvarint(1) + uvarint(4097) + b"x" * 4097, "name length 4097"),
         (uvarint(1) + uvarint(0), "name length 0"),
         (uvarint(1) + record(b"\xff", 0, (), b"\x01" + bytes(4)), "UTF-8"),
         (uvarint(1) + record(b"w", 3, (), b""), "unknown record kind 3"),
         (uvarint(1) + b"\x01w\x01\x09", "9 dims"),
-        (uvarint(1) + record(b"w", 1, (1 << 20, 1 << 20), STEP + b"\x00\x00"), "exceeds"),
-        (uvarint(1) + record(b"w", 1, (0, 1 << 40), STEP + b"\x00\x00"), "exceeds"),
+        (uvarint(1) + record(b"w", 1, (1 << 20, 1 << 20), STEP + ZEROS), "exceeds"),
+        (uvarint(1) + record(b"w", 1, (0, 1 << 40), STEP + ZEROS), "exceeds"),
         (uvarint(1) + record(b"w", 0, (2,), b"\x0a"), "unknown dtype code 10"),
         (uvarint(1) + record(b"w", 0, (3,), b"\x01" + bytes(11)), "truncated raw"),
         (uvarint(1) + record(b"w", 0, (2,), b"\x08\x01\x02"), "bool"),
-        (uvarint(1) + record(b"w", 1, (2,), b"\x00\x7c\x00\x00"), "not finite"),
-        (uvarint(1) + record(b"w", 1, (2,), b"\x00\x7e\x00\x00"), "not finite"),
+        (uvarint(1) + record(b"w", 1, (2,), b"\x00\x7c" + ZEROS), "not finite"),
+        (uvarint(1) + record(b"w", 1, (2,), b"\x00\x7e" + ZEROS), "not finite"),
         (uvarint(1) + record(b"w", 2, (2, 2, 3), b""), "rdft needs"),
         (uvarint(1) + record(b"w", 2, (2, 2, 1, 1), b""), "rdft needs"),
         (uvarint(1) + record(b"w", 2, (2, 2, 65, 1), b""), "rdft needs"),
-        (uvarint(1) + record(b"w", 2, (1, 1, 1, 2), STEP * 2 + b"\x02"), "grouping 2"),
+        (uvarint(1) + record(b"w", 2, (1, 1, 1, 2), STEP * 2 + b"\x08"), "reserved layout"),
         (uvarint(1) + record(b"w", 2, (1, 1, 1, 2), STEP * 2 + b"\x01\x00\x00"), "truncated"),
-        (uvarint(1) + record(b"w", 1, (2,), STEP + b"\x00" + svarint(2**40)), "latent bound"),
+        (uvarint(1) + record(b"w", 1, (2,), STEP + b"\x00\x00" + svarint(2**40)), "latent bound"),
     ],
 )
 def test_malformed_tensor_records(tensors: bytes, message: str) -> None:
@@ -537,7 +714,7 @@ def test_malformed_tensor_records(tensors: bytes, message: str) -> None:
 
 
 def test_element_limits_stop_tiny_files_that_declare_huge_tensors() -> None:
-    constant = STEP + b"\x00\x00"  # a CONSTANT group: no bytes per element
+    constant = STEP + ZEROS  # a CONSTANT group: no bytes per element
     one = uvarint(1) + record(b"w", 1, (1000, 1000), constant)
     two = (
         uvarint(2) + record(b"a", 1, (600, 1000), constant) + record(b"b", 1, (600, 1000), constant)
@@ -645,20 +822,25 @@ def test_decoding_needs_no_torch(tmp_path: Path) -> None:
 
 
 def test_golden_file_still_decodes() -> None:
-    """A file written by format 1.0 code; the reader must keep reading it unchanged."""
-    contents, _ = decode_container(bytes.fromhex(GOLDEN_FILE))
+    """A file written by format 1.0 (document revision 2) code; readers must keep reading it."""
+    contents, sizes = decode_container(bytes.fromhex(GOLDEN_FILE))
     assert contents.manifest == {"a": 1}
     assert contents.graph == b"g"
     assert [(t.name, t.shape, t.dtype) for t in contents.tensors] == [
         ("w", (6,), "float32"),
         ("m", (2,), "bool"),
+        ("k", (24, 24), "float32"),
     ]
     assert contents.tensors[0].latents.tolist() == [0, 1, -1, 0, 2, 0]
     assert contents.tensors[1].raw.tolist() == [True, False]
+    assert np.array_equal(contents.tensors[2].latents, masked_latents())
+    assert sizes.tensors[2].table_kinds.startswith("row mask qtable r1, column mask qtable r1")
 
 
 GOLDEN_FILE = (
     "894550520d0a1a0a01000000030000004d45544101000000100000001da1e99147525048010000000a000000"
-    "94121e0c54454e53010000001c000000a156f05eeff307a328b52ffd20073900007b2261223a317d28b52ffd"
-    "200109000067020177010106c02401010401026524011518fc8e016d000102080100"
+    "94121e0c54454e53010000005c00000010c04c075bd40d8c28b52ffd20073900007b2261223a317d28b52ffd"
+    "200109000067030177010106c0240001010401026524011518fc8e016d000102080100016b01021818c02406"
+    "01000201012a010057de8801000201012a01753a60c701050701027f800690a1911c62a110f651a50f86473e"
+    "c80a53eb5315f2fdd96b"
 )

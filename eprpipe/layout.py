@@ -1,0 +1,201 @@
+"""Layouts of coded records: optional row/column masks, then the active latents in groups.
+
+Trained networks have dead units, so whole rows (outputs) and columns (inputs) of a weight's
+latents are zero. A record may code one 0/1 mask per axis and then only the sub-tensor of
+active rows and columns; RDFT records may also split that sub-tensor into one group per
+frequency. The writer tries every layout and keeps the smallest (spec/FORMAT.md, section 6.1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntFlag
+
+import numpy as np
+
+from eprpipe.bitio import ByteReader
+from eprpipe.coding import CodedGroup, GroupKind, encode_group, read_group
+
+
+class Layout(IntFlag):
+    PER_FREQUENCY = 1  # rdft only: kh*kw groups of r*c latents instead of one group
+    ROW_MASK = 2
+    COLUMN_MASK = 4
+
+
+_MASKS = ((Layout.ROW_MASK, "row"), (Layout.COLUMN_MASK, "column"))
+
+
+@dataclass(frozen=True, eq=False)
+class CodedLatents:
+    """A coded tensor's layout byte and groups: masks first (rows, cols), then the latents."""
+
+    layout: Layout
+    masks: list[CodedGroup]
+    groups: list[CodedGroup]
+    values: list[np.ndarray]  # each group's decoded symbols, masks first, in stored order
+
+    @property
+    def all_groups(self) -> list[CodedGroup]:
+        return self.masks + self.groups
+
+    @property
+    def framing_bytes(self) -> int:
+        """The layout byte, and each group's kind byte and word count."""
+        return 1 + sum(group.framing_bytes for group in self.all_groups)
+
+    @property
+    def size(self) -> int:
+        return 1 + sum(group.size for group in self.all_groups)
+
+    def encode(self) -> bytes:
+        return bytes([self.layout]) + b"".join(group.encode() for group in self.all_groups)
+
+    @property
+    def label(self) -> str:
+        """E.g. "row mask const, column mask qtable r1, 3x const, 6x qtable r2"."""
+        axes = [axis for flag, axis in _MASKS if self.layout & flag]
+        parts = [f"{axis} mask {_group_label(g)}" for axis, g in zip(axes, self.masks, strict=True)]
+        labels = [_group_label(group) for group in self.groups]
+        counts = {label: labels.count(label) for label in sorted(set(labels))}
+        parts += [f"{n}x {label}" if n > 1 else label for label, n in counts.items()]
+        return ", ".join(parts)
+
+
+def _group_label(group: CodedGroup) -> str:
+    return "const" if group.kind is GroupKind.CONSTANT else f"qtable r{group.table.resolution}"
+
+
+def _layout_problem(value: int, shape: tuple[int, ...], rdft: bool) -> str | None:
+    """Why a layout byte is invalid for a record, or None when it is valid."""
+    if value & ~0b111:
+        return f"reserved layout bits {value:#04x} are set"
+    if value & Layout.PER_FREQUENCY and not rdft:
+        return "per-frequency grouping (layout bit 0) in a scalar record"
+    if value & (Layout.ROW_MASK | Layout.COLUMN_MASK) and not (len(shape) >= 2 and all(shape)):
+        return f"row/column masks need ndim >= 2 and no zero dim, shape is {shape}"
+    return None
+
+
+def allowed_layouts(shape: tuple[int, ...], rdft: bool) -> list[Layout]:
+    return [Layout(value) for value in range(8) if _layout_problem(value, shape, rdft) is None]
+
+
+def _nonzero_along(array: np.ndarray, axis: int) -> np.ndarray:
+    """For each index along `axis`: does that slice hold a non-zero value?"""
+    return (array != 0).any(axis=tuple(a for a in range(array.ndim) if a != axis))
+
+
+def _parts(sub: np.ndarray, rdft: bool, per_frequency: bool) -> list[np.ndarray]:
+    """The latent groups in stored order: C order, or frequency-major for rdft."""
+    if not rdft:
+        return [sub.reshape(-1)]
+    frequency_major = sub.transpose(2, 3, 0, 1).reshape(-1)
+    if per_frequency:
+        return np.split(frequency_major, sub.shape[2] * sub.shape[3])
+    return [frequency_major]
+
+
+def encode_layout(latents: np.ndarray, layout: Layout, rdft: bool) -> CodedLatents:
+    """Code `latents` in exactly `layout`, which must be one of allowed_layouts."""
+    sub, masks = latents, []
+    for axis, (flag, _) in enumerate(_MASKS):
+        if layout & flag:
+            active = _nonzero_along(latents, axis)
+            masks.append(active.astype(np.int64))
+            sub = np.compress(active, sub, axis=axis)
+    parts = _parts(sub, rdft, bool(layout & Layout.PER_FREQUENCY))
+    return CodedLatents(
+        layout=layout,
+        masks=[encode_group(mask) for mask in masks],
+        groups=[encode_group(part) for part in parts],
+        values=masks + parts,
+    )
+
+
+def encode_latents(latents: np.ndarray, rdft: bool) -> CodedLatents:
+    """The smallest of all allowed layouts; ties go to the lower layout value."""
+    options = [encode_layout(latents, lay, rdft) for lay in allowed_layouts(latents.shape, rdft)]
+    return min(options, key=lambda coded: (coded.size, coded.layout))
+
+
+@dataclass(frozen=True)
+class _Mask:
+    """A decoded mask: which axis, the active indices, and where its group starts."""
+
+    axis: int
+    active: np.ndarray
+    offset: int
+
+
+def read_latents(
+    reader: ByteReader, shape: tuple[int, ...], rdft: bool, name: str
+) -> tuple[CodedLatents, np.ndarray]:
+    """Parse a layout byte and its groups; returns them and the int64 latents of `shape`.
+
+    Every count is bounded by the record's element count, which the caller has bounded: masks
+    need every dim >= 1, so neither axis is longer than numel.
+    """
+    at = reader.offset
+    value = reader.read_u8("layout")
+    problem = _layout_problem(value, shape, rdft)
+    if problem:
+        raise reader.error(f"{name!r}: {problem}", at=at)
+    layout = Layout(value)
+    masks, mask_groups, mask_values = [], [], []
+    sub_shape = list(shape)
+    for axis, (flag, axis_name) in enumerate(_MASKS):
+        if layout & flag:
+            offset = reader.offset
+            group, mask = read_group(reader, shape[axis])
+            if ((mask != 0) & (mask != 1)).any():
+                raise reader.error(
+                    f"{name!r}: {axis_name} mask holds a symbol not 0 or 1", at=offset
+                )
+            masks.append(_Mask(axis, np.flatnonzero(mask), offset))
+            mask_groups.append(group)
+            mask_values.append(mask)
+            sub_shape[axis] = masks[-1].active.size
+    groups, parts = [], []
+    for count in _group_counts(sub_shape, bool(layout & Layout.PER_FREQUENCY)):
+        group, part = read_group(reader, count)
+        groups.append(group)
+        parts.append(part)
+    sub = np.concatenate(parts)
+    if rdft:
+        r, c, kh, kw = sub_shape
+        sub = sub.reshape(kh, kw, r, c).transpose(2, 3, 0, 1)
+    else:
+        sub = sub.reshape(tuple(sub_shape))
+    coded = CodedLatents(layout, mask_groups, groups, mask_values + parts)
+    return coded, _expand(reader, sub, masks, shape, name)
+
+
+def _group_counts(sub_shape: list[int], per_frequency: bool) -> list[int]:
+    if per_frequency:  # rdft only: one group of r*c latents per frequency
+        r, c, kh, kw = sub_shape
+        return [r * c] * (kh * kw)
+    return [math.prod(sub_shape)]
+
+
+def _expand(
+    reader: ByteReader, sub: np.ndarray, masks: list[_Mask], shape: tuple[int, ...], name: str
+) -> np.ndarray:
+    """Check that every active row and column holds a non-zero; scatter into zeros."""
+    for mask in masks:
+        empty = np.flatnonzero(~_nonzero_along(sub, mask.axis))
+        if empty.size:
+            raise reader.error(
+                f"{name!r}: {_MASKS[mask.axis][1]} {mask.active[empty[0]]} is marked active "
+                "but holds no non-zero latent",
+                at=mask.offset,
+            )
+    if not masks:
+        return np.asarray(sub, order="C")
+    index = [np.arange(dim) for dim in shape[:2]]
+    for mask in masks:
+        index[mask.axis] = mask.active
+    latents = np.zeros(shape, dtype=np.int64)
+    latents[np.ix_(*index)] = sub
+    return latents
