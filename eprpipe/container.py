@@ -7,22 +7,20 @@ FormatError naming the section and byte offset.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
 import os
-import secrets
 import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from pathlib import Path
 
 import numpy as np
 import zstandard
 
+from eprpipe.atomic import write_atomically
 from eprpipe.bitio import ByteReader, uvarint
 from eprpipe.coding import empirical_bits, ideal_bits
 from eprpipe.errors import EprError, FormatError
@@ -605,42 +603,10 @@ def read_epr(
 
 
 def write_epr(path: str | os.PathLike, contents: EprContents) -> SizeBreakdown:
-    """Write atomically: a temporary file beside `path`, fsync, rename over `path`.
-
-    On any failure the temporary file is removed and an existing `path` is left untouched.
-    """
+    """Encode and write atomically; on failure an existing `path` is left untouched."""
     data, sizes = encode_container(contents)
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        # O_EXCL: never clobber a file we did not create; 0o666 lets the umask decide the mode.
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as err:
-        raise EprError(f"cannot write {path}: {err.strerror or err}") from err
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(err, OSError):
-            raise EprError(f"cannot write {path}: {err.strerror or err}") from err
-        raise
-    _fsync_directory(target.parent)
+    write_atomically(path, data)
     return sizes
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; some filesystems cannot open directories, which is harmless."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def decode_weights(record: TensorRecord) -> np.ndarray:

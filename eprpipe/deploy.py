@@ -6,12 +6,11 @@ Nothing here may import torch; tests/test_torch_free.py runs it with torch made 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import onnx
 
+from eprpipe.atomic import write_atomically
 from eprpipe.container import read_epr
 from eprpipe.datasets import prepare
 from eprpipe.errors import EprError, FormatError
@@ -29,25 +28,8 @@ def decode_file(path: Path) -> onnx.ModelProto:
 
 
 def save_onnx(model: onnx.ModelProto, path: Path) -> None:
-    """Write atomically: a temporary file in the same directory, then a rename."""
-    path = Path(path)
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise EprError(f"cannot write {path}: directory {parent} does not exist")
-    data = model.SerializeToString()
-    try:
-        handle, temporary = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise EprError(f"cannot write {path}: {error.strerror}") from None
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise EprError(f"cannot write {path}: {error.strerror}") from None
+    """Write the model as one file, atomically."""
+    write_atomically(path, model.SerializeToString())
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:

@@ -151,7 +151,8 @@ def test_missing_input_file(capsys, tmp_path):
 def test_decode_to_unwritable_place_keeps_nothing(capsys, toy_epr, tmp_path):
     out, _ = toy_epr
     code = main(["decode", str(out), "-o", str(tmp_path / "missing-dir" / "m.onnx")])
-    _one_line_error(capsys, code, "does not exist")
+    _one_line_error(capsys, code, "cannot write", "missing-dir")
+    assert not (tmp_path / "missing-dir").exists()
 
 
 def test_demo_runs_the_embedded_default(capsys, tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from eprpipe import hookimpl
+from eprpipe.atomic import write_atomically
 from eprpipe.datasets import DatasetSpec, ImageSplit, Split, resolve_data_dir
 from eprpipe.errors import DataError
 
@@ -42,20 +42,6 @@ def _locate(stem: str, directory: Path) -> Path | None:
         if (directory / name).is_file():
             return directory / name
     return None
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write via a temporary file and a rename, so an interrupted download leaves no file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -126,7 +112,7 @@ class IdxSource:
             )
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            _write_atomically(directory / filename, data)
+            write_atomically(directory / filename, data)
         except OSError as exc:
             raise DataError(f"{self.name}: cannot save {directory / filename}: {exc}") from exc
         return directory / filename
