@@ -1,0 +1,82 @@
+"""The Python API on a module no plugin registered: conv (RDFT), BatchNorm buffers, dense."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from eprpipe.api import InputSpec, compress_module
+from eprpipe.container import read_epr
+from eprpipe.deploy import decode_file
+from eprpipe.evaluate import session
+from eprpipe.train import TrainConfig
+
+
+class SmallConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 6 * 6, 2)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+def _stripes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal against vertical stripes with noise: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    base = np.zeros((2, 6, 6), np.float32)
+    base[0, ::2, :] = 1.0
+    base[1, :, ::2] = 1.0
+    images = base[labels] + rng.normal(0, 0.2, (n, 6, 6)).astype(np.float32)
+    return np.clip(images, 0, 1)[:, None].astype(np.float32), labels.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory):
+    torch.manual_seed(0)
+    net = SmallConvNet()
+    path = tmp_path_factory.mktemp("api") / "small.epr"
+    result = compress_module(
+        net, _stripes(512, 0), _stripes(256, 1), path,
+        input_spec=InputSpec(shape=(1, 6, 6), mean=(0.5,), std=(0.25,)),
+        classes=("horizontal", "vertical"),
+        config=TrainConfig(epochs=4, batch_size=32, lam=0.1, progress=False),
+        decoder="rdft", baseline=False,
+    )  # fmt: skip
+    return net, path, result
+
+
+def test_every_state_dict_tensor_is_in_the_file(compressed):
+    _, path, _ = compressed
+    contents, _ = read_epr(path)
+    names = {record.name: record for record in contents.tensors}
+    expected = set(SmallConvNet().state_dict())
+    assert set(names) == expected
+    assert names["conv.weight"].decoder.__class__.__name__ == "RdftDecoder"
+    assert names["bn.running_var"].decoder is None  # a buffer: stored verbatim
+    assert names["bn.num_batches_tracked"].raw.dtype == np.int64
+
+
+def test_decoded_onnx_matches_torch_with_the_decoded_weights(compressed):
+    net, path, result = compressed
+    assert result.evaluation.error < 0.2
+    model = decode_file(path)
+    weights = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    reference = SmallConvNet().eval()
+    reference.load_state_dict(
+        {k: torch.from_numpy(np.array(weights[k])) for k in reference.state_dict() if k in weights},
+        strict=False,
+    )
+    images, _ = _stripes(64, 2)
+    normalized = torch.from_numpy((images - 0.5) / 0.25)
+    with torch.no_grad():
+        expected = reference(normalized).numpy()
+    runner = session(model)
+    got = runner.run(None, {runner.get_inputs()[0].name: images})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
