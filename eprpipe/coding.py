@@ -16,13 +16,18 @@ import numpy as np
 
 from eprpipe.bitio import ByteReader, svarint, uvarint
 from eprpipe.errors import EprError
+from eprpipe.geometric import fit_geometric, read_geometric
 from eprpipe.paramdecode import LATENT_BOUND
-from eprpipe.tables import MANTISSAS, MAX_ALPHABET, QTable, fit_table, read_qtable
+from eprpipe.tables import MANTISSAS, MAX_ALPHABET, QTable, Table, fit_table, read_qtable
 
 
 class GroupKind(IntEnum):
     CONSTANT = 0
     QTABLE = 1
+    GEOMETRIC = 2
+
+
+_TABLE_READERS = {GroupKind.QTABLE: read_qtable, GroupKind.GEOMETRIC: read_geometric}
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,7 +36,7 @@ class CodedGroup:
 
     kind: GroupKind
     value: int = 0  # CONSTANT: every symbol's value
-    table: QTable | None = None  # QTABLE only
+    table: Table | None = None  # QTABLE and GEOMETRIC
     words: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))
 
     @functools.cached_property
@@ -43,13 +48,20 @@ class CodedGroup:
         return self.table.encode()
 
     @property
+    def label(self) -> str:
+        """How reports name the group's kind: "const", "qtable r2", "geom"."""
+        if isinstance(self.table, QTable):
+            return f"qtable r{self.table.resolution}"
+        return "geom" if self.kind is GroupKind.GEOMETRIC else "const"
+
+    @property
     def table_bytes(self) -> int:
         return len(self.side_info)
 
     @property
     def framing_bytes(self) -> int:
-        """The kind byte, plus the word count for QTABLE."""
-        return 1 + (len(uvarint(len(self.words))) if self.kind is GroupKind.QTABLE else 0)
+        """The kind byte, plus the word count for the table kinds."""
+        return 1 + (len(uvarint(len(self.words))) if self.table is not None else 0)
 
     @property
     def latent_bytes(self) -> int:
@@ -61,12 +73,12 @@ class CodedGroup:
 
     def encode(self) -> bytes:
         out = bytes([self.kind]) + self.side_info
-        if self.kind is GroupKind.QTABLE:
+        if self.table is not None:
             out += uvarint(len(self.words)) + self.words.astype("<u4").tobytes()
         return out
 
 
-def _range_encode(symbols: np.ndarray, table: QTable) -> np.ndarray:
+def _range_encode(symbols: np.ndarray, table: Table) -> np.ndarray:
     encoder = constriction.stream.queue.RangeEncoder()
     encoder.encode(symbols.astype(np.int32), table.model())
     return encoder.get_compressed().astype(np.uint32)
@@ -78,7 +90,10 @@ def _check_bound(value: int, what: str) -> None:
 
 
 def encode_group(values: np.ndarray) -> CodedGroup:
-    """The smallest of CONSTANT (all values equal) and QTABLE at each resolution 1..4."""
+    """The smallest of CONSTANT (all values equal), QTABLE at each resolution 1..4 and GEOMETRIC.
+
+    Ties go to the candidate listed first: the lower kind, then the lower resolution.
+    """
     values = np.asarray(values).reshape(-1)
     if values.size == 0:
         return CodedGroup(GroupKind.CONSTANT, value=0)
@@ -93,12 +108,11 @@ def encode_group(values: np.ndarray) -> CodedGroup:
         raise EprError(f"latent range {lo}..{hi} needs more than {MAX_ALPHABET} symbols")
     symbols = values.astype(np.int64) - lo
     counts = np.bincount(symbols, minlength=hi - lo + 1)
-    candidates = []
-    for resolution in MANTISSAS:
-        table = fit_table(counts, resolution=resolution, lo=lo)
-        candidates.append(
-            CodedGroup(GroupKind.QTABLE, table=table, words=_range_encode(symbols, table))
-        )
+    tables = [(GroupKind.QTABLE, fit_table(counts, resolution=r, lo=lo)) for r in MANTISSAS]
+    tables.append((GroupKind.GEOMETRIC, fit_geometric(counts, lo)))
+    candidates = [
+        CodedGroup(kind, table=table, words=_range_encode(symbols, table)) for kind, table in tables
+    ]
     return min(candidates, key=lambda group: group.size)
 
 
@@ -122,16 +136,16 @@ def read_group(reader: ByteReader, count: int) -> tuple[CodedGroup, np.ndarray]:
             raise reader.error(f"constant {value} outside the latent bound", at=start)
         group = CodedGroup(GroupKind.CONSTANT, value=value)
         return group, decode_group(group, count)
-    if kind != GroupKind.QTABLE:
+    if kind not in _TABLE_READERS:
         raise reader.error(f"unknown group kind {kind}", at=start)
-    table = read_qtable(reader)
+    table = _TABLE_READERS[GroupKind(kind)](reader)
     if not (table.lo > -LATENT_BOUND and table.lo + table.alphabet_size - 1 < LATENT_BOUND):
         raise reader.error("table values outside the latent bound", at=start)
     word_count = reader.read_uvarint("word count")
     if word_count > reader.remaining // 4:
         raise reader.error(f"{word_count} words declared, {reader.remaining} bytes left")
     words = np.frombuffer(reader.read_bytes(4 * word_count, "words"), dtype="<u4")
-    group = CodedGroup(GroupKind.QTABLE, table=table, words=words.astype(np.uint32))
+    group = CodedGroup(GroupKind(kind), table=table, words=words.astype(np.uint32))
     try:
         values = decode_group(group, count)
     except AssertionError as err:  # constriction's signal for words no encoder can produce

@@ -112,7 +112,7 @@ class TensorSize:
     framing_bytes: int  # name, kind, shape, layout, group kinds and word counts
     ideal_bits: float  # information content under the chosen tables, masks included
     groups: int  # coded groups, masks included
-    table_kinds: str  # e.g. "qtable r3" or "row mask const, column mask qtable r1, 9x qtable r2"
+    table_kinds: str  # e.g. "geom" or "row mask const, column mask qtable r1, 9x geom, qtable r2"
     empirical_bits: float = 0.0  # information content under each group's own histogram
     raw_bytes: int = 0  # verbatim tensor data
 

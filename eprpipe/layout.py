@@ -15,7 +15,7 @@ from enum import IntFlag
 import numpy as np
 
 from eprpipe.bitio import ByteReader
-from eprpipe.coding import CodedGroup, GroupKind, encode_group, read_group
+from eprpipe.coding import CodedGroup, encode_group, read_group
 
 
 class Layout(IntFlag):
@@ -54,17 +54,13 @@ class CodedLatents:
 
     @property
     def label(self) -> str:
-        """E.g. "row mask const, column mask qtable r1, 3x const, 6x qtable r2"."""
+        """E.g. "row mask const, column mask qtable r1, 3x const, 6x geom, qtable r2"."""
         axes = [axis for flag, axis in _MASKS if self.layout & flag]
-        parts = [f"{axis} mask {_group_label(g)}" for axis, g in zip(axes, self.masks, strict=True)]
-        labels = [_group_label(group) for group in self.groups]
+        parts = [f"{axis} mask {g.label}" for axis, g in zip(axes, self.masks, strict=True)]
+        labels = [group.label for group in self.groups]
         counts = {label: labels.count(label) for label in sorted(set(labels))}
         parts += [f"{n}x {label}" if n > 1 else label for label, n in counts.items()]
         return ", ".join(parts)
-
-
-def _group_label(group: CodedGroup) -> str:
-    return "const" if group.kind is GroupKind.CONSTANT else f"qtable r{group.table.resolution}"
 
 
 def _layout_problem(value: int, shape: tuple[int, ...], rdft: bool) -> str | None:

@@ -3,11 +3,13 @@
 A table stores one small integer level per symbol. Levels map to integer weights through
 exact integer arithmetic, and weights to float64 probabilities through one correctly rounded
 division each, so every decoder feeds constriction the identical float64 array
-(spec/FORMAT.md, "Probability tables").
+(spec/FORMAT.md, "Probability tables"). `Table` is what every table kind shares: the step from
+weights to probabilities and to constriction's model (geometric.py is the other kind).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import constriction
@@ -33,8 +35,39 @@ def max_level(resolution: int) -> int:
     return LEVELS_PER_OCTAVE_MAX * resolution
 
 
+class Table(ABC):
+    """A coded group's model: symbol k stands for value lo + k and has an exact integer weight.
+
+    Every table kind turns its weights into probabilities the same way, so the range coder
+    sees bit-identical inputs on every machine whichever kind produced them.
+    """
+
+    lo: int
+
+    @property
+    @abstractmethod
+    def alphabet_size(self) -> int: ...
+
+    @abstractmethod
+    def weights(self) -> np.ndarray:
+        """One int64 weight per symbol, each below 2**51, their sum below 2**63."""
+
+    @abstractmethod
+    def encode(self) -> bytes:
+        """The serialized table: what counts as table bytes in reports."""
+
+    def probabilities(self) -> np.ndarray:
+        """float64(w_k) / float64(sum w), each a single correctly rounded IEEE operation."""
+        weights = self.weights()
+        total = float(int(weights.sum()))  # the sum is below 2**63; float() rounds correctly
+        return weights.astype(np.float64) / total
+
+    def model(self) -> constriction.stream.model.Categorical:
+        return constriction.stream.model.Categorical(self.probabilities(), perfect=False)
+
+
 @dataclass(frozen=True, eq=False)
-class QTable:
+class QTable(Table):
     """Symbol k stands for value lo + k; `levels[k]` is 0 (never used) or 1..30*resolution."""
 
     lo: int
@@ -53,15 +86,6 @@ class QTable:
         weights = mantissas[shifted % self.resolution] << (shifted // self.resolution)
         return np.where(levels == 0, 0, weights)
 
-    def probabilities(self) -> np.ndarray:
-        """float64(w_k) / float64(sum w), each a single correctly rounded IEEE operation."""
-        weights = self.weights()
-        total = float(int(weights.sum()))  # the sum is below 2**63; float() rounds correctly
-        return weights.astype(np.float64) / total
-
-    def model(self) -> constriction.stream.model.Categorical:
-        return constriction.stream.model.Categorical(self.probabilities(), perfect=False)
-
     def encode(self) -> bytes:
         """Serialized table: lo, A, r, level bit-string length and bytes."""
         deltas = np.diff(self.levels.astype(np.int64), prepend=0)
@@ -77,13 +101,19 @@ class QTable:
         )
 
 
-def read_qtable(reader: ByteReader) -> QTable:
-    """Parse and validate a serialized table; every defect is a FormatError."""
-    start = reader.offset
+def read_range(reader: ByteReader) -> tuple[int, int]:
+    """A table's `lo` and alphabet size, the size checked against 2..2**20."""
     lo = reader.read_svarint("table lo")
     size = reader.read_uvarint("alphabet size")
     if not MIN_ALPHABET <= size <= MAX_ALPHABET:
         raise reader.error(f"alphabet size {size} outside {MIN_ALPHABET}..{MAX_ALPHABET}")
+    return lo, size
+
+
+def read_qtable(reader: ByteReader) -> QTable:
+    """Parse and validate a serialized table; every defect is a FormatError."""
+    start = reader.offset
+    lo, size = read_range(reader)
     resolution = reader.read_u8("table resolution")
     if resolution not in MANTISSAS:
         raise reader.error(f"table resolution {resolution} not in 1..4")

@@ -64,7 +64,7 @@ def test_every_state_dict_tensor_is_in_the_file(compressed):
 
 
 def test_decoded_onnx_matches_torch_with_the_decoded_weights(compressed):
-    net, path, result = compressed
+    _, path, result = compressed
     assert result.evaluation.error < 0.2
     model = decode_file(path)
     weights = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}

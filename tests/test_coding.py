@@ -1,7 +1,7 @@
 """Tables and coded groups, against constriction and against a pure-Python reading of the spec.
 
-The reference quantizer and range coder below follow spec/FORMAT.md section 6 line by line; if
-they agree with constriction bit for bit, the spec describes the bitstream we actually write.
+The reference quantizer and range coder below follow spec/FORMAT.md sections 7.2 and 7.3 line by
+line; if they agree with constriction bit for bit, the spec describes the bitstream we write.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eprpipe.bitio import ByteReader, uvarint
+from eprpipe.bitio import ByteReader, svarint, uvarint
 from eprpipe.coding import (
     CodedGroup,
     GroupKind,
@@ -24,17 +24,25 @@ from eprpipe.coding import (
     read_group,
 )
 from eprpipe.errors import EprError, FormatError
+from eprpipe.geometric import (
+    FILLER_DECAY,
+    GeometricTable,
+    distance_weights,
+    fit_geometric,
+    read_geometric,
+    zero_weight,
+)
 from eprpipe.tables import MANTISSAS, QTable, fit_table, read_qtable
 
 MASK64 = (1 << 64) - 1
 PRECISION = 24
 
 
-# --- reference implementation of spec section 6 ---------------------------------------------
+# --- reference implementation of spec sections 7.2 and 7.3 ---------------------------------
 
 
 def reference_cdf(probabilities: np.ndarray) -> list[int]:
-    """Spec 6.2: left cumulatives of constriction's fast leaky quantization, plus 2**24."""
+    """Spec 7.2: left cumulatives of constriction's fast leaky quantization, plus 2**24."""
     free = (1 << PRECISION) - len(probabilities)
     total = 0.0
     for p in probabilities.tolist():
@@ -48,7 +56,7 @@ def reference_cdf(probabilities: np.ndarray) -> list[int]:
 
 
 def reference_encode(symbols: list[int], cdf: list[int]) -> list[int]:
-    """Spec 6.3: the range encoder (64-bit state, 32-bit words)."""
+    """Spec 7.3: the range encoder (64-bit state, 32-bit words)."""
     lower, span, inverted, out = 0, MASK64, None, []
 
     def flush_inverted(carry: bool) -> None:
@@ -85,7 +93,7 @@ def reference_encode(symbols: list[int], cdf: list[int]) -> list[int]:
 
 
 def reference_decode(words: list[int], cdf: list[int], count: int) -> list[int]:
-    """Spec 6.4: the range decoder; raises ValueError where constriction reports invalid data."""
+    """Spec 7.3: the range decoder; raises ValueError where constriction reports invalid data."""
     stream = iter(words)
     head = [next(stream, None), next(stream, None)]
     point = ((head[0] or 0) << 32 | (head[1] or 0)) if head[0] is not None else 0
@@ -148,7 +156,7 @@ def test_reference_decoder_matches_constriction_on_arbitrary_words(seed: int) ->
         assert (decode_group(group, 20) - table.lo).tolist() == expected
 
 
-def _words(symbols: np.ndarray, table: QTable) -> np.ndarray:
+def _words(symbols: np.ndarray, table: QTable | GeometricTable) -> np.ndarray:
     import constriction
 
     encoder = constriction.stream.queue.RangeEncoder()
@@ -237,6 +245,218 @@ def test_read_qtable_rejects_level_above_maximum() -> None:
         read_qtable(ByteReader(table.encode()))
 
 
+# --- geometric tables -----------------------------------------------------------------------
+
+
+def canonical_geometric(lo: int, size: int, level: int, pos: int, neg: int) -> GeometricTable:
+    """The table with these parameters, each one no weight depends on replaced by its filler."""
+    return GeometricTable(
+        lo,
+        size,
+        level if lo <= 0 < lo + size else 0,
+        pos if lo + size - 1 >= 2 else FILLER_DECAY,
+        neg if lo <= -2 else FILLER_DECAY,
+    )
+
+
+def test_geometric_weights_exactly() -> None:
+    """Hand-computed from spec 7.5: g_1 = 2**30, g_(j+1) = max(1, (g_j * m) >> 8)."""
+    # values -2..3: w(0) = (2**30 * (4096 << 1)) >> 12; m = 128 halves, m = 64 quarters
+    table = GeometricTable(-2, 6, 4, 128, 64)
+    assert table.weights().tolist() == [2**28, 2**30, 2**31, 2**30, 2**29, 2**28]
+    # values 1..6, m = 1: 2**30, 2**22, 2**14, 2**6, then (2**6 * 1) >> 8 = 0 -> 1, and 1 stays
+    one_sided = GeometricTable(1, 6, 0, 1, FILLER_DECAY)
+    assert one_sided.weights().tolist() == [2**30, 2**22, 2**14, 64, 1, 1]
+    # m = 255: (2**30 * 255) >> 8 = 1069547520, (1069547520 * 255) >> 8 = 1065369600
+    assert distance_weights(255, np.array([1, 2, 3])).tolist() == [2**30, 1069547520, 1065369600]
+    # w(0) = (2**30 * L(l)) >> 12 with L(1) = 4871, L(7) = 6889 << 1, L(80) = 4096 << 20
+    assert [zero_weight(level) for level in (0, 1, 7, 80)] == [
+        2**30,
+        4871 << 18,
+        6889 << 19,
+        2**50,
+    ]
+    # far from zero every distance weight has long reached 1, whatever the decay
+    far = GeometricTable(2**40 - 10, 9, 0, 255, FILLER_DECAY)
+    assert far.weights().tolist() == [1] * 9
+
+
+def test_distance_weights_follow_the_recurrence_and_reach_one_by_4044() -> None:
+    """The spec's bound: g(m, d) = 1 for every m once d >= 4044, so no loop runs past it."""
+    distances = np.arange(1, 4100)
+    for m in range(1, 256):
+        g, expected = 2**30, []
+        while len(expected) < len(distances):
+            expected.append(g)
+            g = max(1, (g * m) >> 8)
+        assert distance_weights(m, distances).tolist() == expected
+        assert distance_weights(m, np.array([4044, 10**6, 2**40])).tolist() == [1, 1, 1]
+    assert distance_weights(255, np.array([4043])).tolist() == [2]  # the slowest decay
+
+
+@given(
+    st.integers(-40, 40),
+    st.integers(2, 300),
+    st.integers(0, 80),
+    st.integers(1, 255),
+    st.integers(1, 255),
+)
+def test_geometric_probabilities_are_correctly_rounded_quotients(
+    lo: int, size: int, level: int, pos: int, neg: int
+) -> None:
+    table = canonical_geometric(lo, size, level, pos, neg)
+    weights = [int(w) for w in table.weights()]
+    assert min(weights) >= 1 and sum(weights) < 2**51  # so fl(S) is exact
+    total = float(sum(weights))
+    expected = [float(Fraction(w) / Fraction(total)) for w in weights]
+    assert table.probabilities().tolist() == expected
+
+
+@given(
+    st.integers(-(2**40) + 1, 2**40 - 1),
+    st.integers(2, 1 << 20),
+    st.integers(0, 80),
+    st.integers(1, 255),
+    st.integers(1, 255),
+)
+def test_geometric_serialization_round_trip(
+    lo: int, size: int, level: int, pos: int, neg: int
+) -> None:
+    table = canonical_geometric(lo, size, level, pos, neg)
+    data = table.encode()
+    assert data.endswith(bytes([table.zero_level, table.decay_pos, table.decay_neg]))
+    reader = ByteReader(data)
+    parsed = read_geometric(reader)
+    assert reader.remaining == 0
+    assert (parsed.lo, parsed.alphabet_size, parsed.zero_level) == (lo, size, table.zero_level)
+    assert (parsed.decay_pos, parsed.decay_neg) == (table.decay_pos, table.decay_neg)
+
+
+def _geometric_bytes(lo: int, size: int, level: int, pos: int, neg: int) -> bytes:
+    return svarint(lo) + uvarint(size) + bytes([level, pos, neg])
+
+
+@pytest.mark.parametrize(
+    ("data", "message", "at"),
+    [
+        (_geometric_bytes(0, 1, 0, 0x80, 0x80), "alphabet size 1", 2),
+        (_geometric_bytes(0, (1 << 20) + 1, 0, 5, 0x80), "alphabet size 1048577", 4),
+        (_geometric_bytes(-3, 7, 81, 5, 5), "zero level 81", 2),
+        (_geometric_bytes(-3, 7, 255, 5, 5), "zero level 255", 2),
+        (_geometric_bytes(1, 5, 4, 5, 0x80), "zero level 4 for a range without 0", 2),
+        (_geometric_bytes(-5, 3, 1, 0x80, 5), "zero level 1 for a range without 0", 2),
+        (_geometric_bytes(-3, 7, 0, 0, 5), "positive decay 0 ", 3),
+        (_geometric_bytes(-3, 7, 0, 5, 0), "negative decay 0 ", 4),
+        (_geometric_bytes(-5, 3, 0, 0x7F, 5), "positive decay 0x7f.*must be 0x80", 3),  # no v > 0
+        (_geometric_bytes(-1, 3, 0, 5, 0x80), "positive decay 0x05.*must be 0x80", 3),  # only v = 1
+        (_geometric_bytes(-1, 3, 0, 0x80, 0x81), "negative decay 0x81.*must be 0x80", 4),  # only -1
+        (_geometric_bytes(3, 4, 0, 5, 0), "negative decay 0x00.*must be 0x80", 4),  # no v < 0
+        (_geometric_bytes(-3, 7, 0, 5, 5)[:-1], "truncated geometric table parameters", 2),
+    ],
+)
+def test_read_geometric_rejects_malformed(data: bytes, message: str, at: int) -> None:
+    with pytest.raises(FormatError, match=message) as info:
+        read_geometric(ByteReader(data, section="TENS", base=100))
+    assert info.value.offset == 100 + at
+    with pytest.raises(FormatError, match=message):  # and as a group of kind 2
+        read_group(ByteReader(b"\x02" + data), 5)
+
+
+def spike_and_slab(seed: int, count: int, spike: float, scale: float, shape: str) -> np.ndarray:
+    """Rounded Laplace latents with extra zeros, two-sided, one-sided or far from zero."""
+    rng = np.random.default_rng(seed)
+    values = np.rint(rng.laplace(0, scale, count)).astype(np.int64)
+    values[rng.random(count) < spike] = 0
+    if shape in ("from 0", "from 1"):
+        values = np.abs(values) + (shape == "from 1")
+    elif shape == "up to 0":
+        values = -np.abs(values)
+    elif shape == "far":
+        offset = int(rng.integers(int(np.abs(values).max()) + 1, 2**39))
+        values += offset if rng.random() < 0.5 else -offset
+    if values.min() == values.max():
+        values[0] += 1
+    return values
+
+
+SPIKES = st.tuples(
+    st.integers(0, 2**32 - 1),
+    st.integers(2, 2000),
+    st.floats(0.0, 0.99),
+    st.floats(0.2, 40.0),
+    st.sampled_from(["two-sided", "from 0", "from 1", "up to 0", "far"]),
+)
+
+
+@settings(deadline=None, max_examples=60)
+@given(SPIKES)
+def test_geometric_group_round_trip(spikes: tuple) -> None:
+    values = spike_and_slab(*spikes)
+    lo = int(values.min())
+    table = fit_geometric(np.bincount(values - lo), lo)
+    group = CodedGroup(GroupKind.GEOMETRIC, table=table, words=_words(values - lo, table))
+    data = group.encode()
+    assert len(data) == group.size and group.table_bytes == len(table.encode())
+    reader = ByteReader(data)
+    parsed, decoded = read_group(reader, len(values))  # the fit is canonical: the reader agrees
+    assert reader.remaining == 0 and parsed.kind is GroupKind.GEOMETRIC
+    assert decoded.tolist() == values.tolist()
+    chosen = encode_group(values)
+    assert chosen.size <= group.size
+    assert read_group(ByteReader(chosen.encode()), len(values))[1].tolist() == values.tolist()
+
+
+def test_writer_picks_geometric_for_a_large_spike_and_slab_group() -> None:
+    values = spike_and_slab(11, 200_000, 0.9, 3.0, "two-sided")
+    chosen = encode_group(values)
+    candidates = _candidates(values)
+    assert chosen.kind is GroupKind.GEOMETRIC and chosen.label == "geom"
+    assert chosen.size == candidates[-1].size < min(group.size for group in candidates[:-1])
+    assert chosen.table_bytes == 1 + 1 + 3  # lo, A, zero level and decays
+    assert ideal_bits(chosen, values) <= 1.0005 * empirical_bits(values)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fit_is_within_two_percent_of_brute_force(seed: int) -> None:
+    """Every (zero level, decay_pos, decay_neg) on a small group, bits from the tables' weights."""
+    values = spike_and_slab(seed, 400, 0.5, 2.0, "two-sided")
+    lo, size = int(values.min()), int(values.max() - values.min() + 1)
+    counts = np.bincount(values - lo).astype(np.float64)
+    sides = [np.arange(lo, lo + size) == 0, np.arange(lo, lo + size) > 0]
+    sides.append(~sides[0] & ~sides[1])
+    # each side's weights depend only on its own parameter: tabulate them separately
+    levels = [GeometricTable(lo, size, level, 1, 1).weights() for level in range(81)]
+    decays = [GeometricTable(lo, size, 0, m, m).weights() for m in range(1, 256)]
+    parts = [
+        np.array(w, dtype=np.float64)[:, side]
+        for w, side in zip([levels, decays, decays], sides, strict=True)
+    ]
+    mass = [part.sum(axis=1) for part in parts]
+    logs = [np.log2(part) @ counts[side] for part, side in zip(parts, sides, strict=True)]
+    grid = (
+        counts.sum()
+        * np.log2(mass[0][:, None, None] + mass[1][None, :, None] + mass[2][None, None, :])
+        - logs[0][:, None, None]
+        - logs[1][None, :, None]
+        - logs[2][None, None, :]
+    )
+    table = fit_geometric(counts.astype(np.int64), lo)
+    fitted = ideal_bits(CodedGroup(GroupKind.GEOMETRIC, table=table), values)
+    assert fitted <= 1.02 * grid.min()
+
+
+def test_geometric_tables_reject_invalid_parameters() -> None:
+    """The writer cannot build a table the reader would reject."""
+    with pytest.raises(ValueError, match="alphabet size 1"):
+        fit_geometric(np.array([5]), 0)
+    with pytest.raises(ValueError, match="alphabet size"):
+        GeometricTable(0, (1 << 20) + 1, 0, 5, FILLER_DECAY)
+    with pytest.raises(ValueError, match="positive decay 256"):
+        GeometricTable(0, 3, 0, 256, FILLER_DECAY)
+    with pytest.raises(ValueError, match="negative decay 0x05"):
+        GeometricTable(0, 3, 0, 5, 5)
+
+
 # --- groups ---------------------------------------------------------------------------------
 
 NEAR_BOUND = st.sampled_from([-(2**40) + 1, 2**40 - 5001, 0])
@@ -297,16 +517,21 @@ def test_coder_is_within_one_percent_of_ideal_bits() -> None:
         assert ideal >= empirical_bits(values) - 1e-6
 
 
-def test_encoder_picks_the_smallest_resolution_candidate() -> None:
+def _candidates(values: np.ndarray) -> list[CodedGroup]:
+    """The QTABLE r=1..4 and GEOMETRIC groups encode_group chooses from, built directly."""
+    lo = int(values.min())
+    symbols = values - lo
+    counts = np.bincount(symbols)
+    tables = [(GroupKind.QTABLE, fit_table(counts, resolution=r, lo=lo)) for r in MANTISSAS]
+    tables.append((GroupKind.GEOMETRIC, fit_geometric(counts, lo)))
+    return [CodedGroup(kind, table=t, words=_words(symbols, t)) for kind, t in tables]
+
+
+def test_encoder_picks_the_smallest_candidate() -> None:
     rng = np.random.default_rng(3)
     values = np.rint(rng.laplace(0, 4, size=5000)).astype(np.int64)
     chosen = encode_group(values)
-    symbols = values - values.min()
-    counts = np.bincount(symbols)
-    for resolution in MANTISSAS:
-        table = fit_table(counts, resolution=resolution, lo=int(values.min()))
-        other = CodedGroup(GroupKind.QTABLE, table=table, words=_words(symbols, table))
-        assert chosen.size <= other.size
+    assert all(chosen.size <= other.size for other in _candidates(values))
 
 
 def test_information_content_helpers() -> None:
@@ -321,15 +546,27 @@ def test_information_content_helpers() -> None:
     )
 
 
+GOLDEN_VALUES = np.array([0, 0, 1, 0, -1, 0, 2, 0, 0, 1, 0, 0, -1, 0, 0, 0], dtype=np.int64)
+
+
 def test_golden_group_bytes() -> None:
     """Pins the bitstream: a change here is a format change, not a refactoring."""
-    values = np.array([0, 0, 1, 0, -1, 0, 2, 0, 0, 1, 0, 0, -1, 0, 0, 0], dtype=np.int64)
-    data = encode_group(values).encode()
-    assert data.hex() == GOLDEN_GROUP
-    assert read_group(ByteReader(data), len(values))[1].tolist() == values.tolist()
+    group = encode_group(GOLDEN_VALUES)
+    data = group.encode()
+    assert data.hex() == GOLDEN_GROUP  # GEOMETRIC: lo -1, A 4, level 10, decays 131 and filler
+    weights = [2**30, 5793 << 20, 2**30, 131 << 22]  # 7.5 by hand: L(10) = 5793 << 2
+    assert group.table.weights().tolist() == weights
+    cdf = reference_cdf(np.array(weights, dtype=np.float64) / float(sum(weights)))
+    assert reference_encode((GOLDEN_VALUES + 1).tolist(), cdf) == group.words.tolist()
+    assert read_group(ByteReader(data), len(GOLDEN_VALUES))[1].tolist() == GOLDEN_VALUES.tolist()
+    qtable = _candidates(GOLDEN_VALUES)[0]  # the QTABLE r1 group revision 2 wrote
+    assert qtable.encode().hex() == GOLDEN_QTABLE_GROUP
+    decoded = read_group(ByteReader(qtable.encode()), len(GOLDEN_VALUES))[1]
+    assert decoded.tolist() == GOLDEN_VALUES.tolist()
 
 
-GOLDEN_GROUP = "0101040103294880012af88b8d"
+GOLDEN_GROUP = "0201040a838001760cf49b"
+GOLDEN_QTABLE_GROUP = "0101040103294880012af88b8d"
 
 
 def test_encode_group_rejects_unrepresentable_latents() -> None:
@@ -381,10 +618,13 @@ def test_read_group_rejects_symbols_of_weight_zero() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"\x02", "unknown group kind 2"),
+        (b"\x03", "unknown group kind 3"),
+        (b"\xff", "unknown group kind 255"),
         (b"\x00" + uvarint(2 * 2**40), "latent bound"),
         (b"\x00", "truncated"),
         (b"\x01" + QTable(2**40 - 2, 1, np.array([1, 1, 1], np.uint8)).encode(), "latent bound"),
+        (b"\x02" + GeometricTable(2**40 - 2, 3, 0, 7, FILLER_DECAY).encode(), "latent bound"),
+        (b"\x02" + GeometricTable(-(2**40), 2, 0, FILLER_DECAY, 7).encode(), "latent bound"),
         (
             b"\x01" + QTable(0, 1, np.array([1, 1], np.uint8)).encode() + uvarint(3) + bytes(8),
             "3 words",

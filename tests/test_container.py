@@ -194,7 +194,8 @@ def test_size_breakdown_adds_up() -> None:
     )
     by_name = {t.name: t for t in sizes.tensors}
     assert by_name["fc1.bias"].table_kinds == "const" and by_name["fc1.bias"].latent_bytes == 0
-    assert by_name["fc1.weight"].table_kinds.startswith("qtable r")
+    fc1 = by_name["fc1.weight"]  # Laplace latents: GEOMETRIC, lo and A then three bytes
+    assert fc1.table_kinds == "geom" and fc1.table_bytes == 5
     assert by_name["fc1.weight"].decoder_bytes == 2
     assert by_name["conv1.weight"].decoder_bytes == 18
     assert (
@@ -821,9 +822,20 @@ def test_decoding_needs_no_torch(tmp_path: Path) -> None:
     assert result.stdout.strip() == str(240 + 20 + 72 + 1 + 4)
 
 
-def test_golden_file_still_decodes() -> None:
-    """A file written by format 1.0 (document revision 2) code; readers must keep reading it."""
-    contents, sizes = decode_container(bytes.fromhex(GOLDEN_FILE))
+@pytest.mark.parametrize(
+    ("golden", "kinds"),
+    [
+        ("GOLDEN_FILE", ["geom", "raw", "row mask qtable r1, column mask qtable r1, geom"]),
+        (
+            "GOLDEN_FILE_REV2",
+            ["qtable r1", "raw", "row mask qtable r1, column mask qtable r1, qtable r1"],
+        ),
+    ],
+)
+def test_golden_file_still_decodes(golden: str, kinds: list[str]) -> None:
+    """Files written by format 1.0 code (document revisions 3 and 2) from the contents of
+    small_file(); readers must keep reading both. (Constants below: a test's parameters.)"""
+    contents, sizes = decode_container(bytes.fromhex(globals()[golden]))
     assert contents.manifest == {"a": 1}
     assert contents.graph == b"g"
     assert [(t.name, t.shape, t.dtype) for t in contents.tensors] == [
@@ -834,10 +846,24 @@ def test_golden_file_still_decodes() -> None:
     assert contents.tensors[0].latents.tolist() == [0, 1, -1, 0, 2, 0]
     assert contents.tensors[1].raw.tolist() == [True, False]
     assert np.array_equal(contents.tensors[2].latents, masked_latents())
-    assert sizes.tensors[2].table_kinds.startswith("row mask qtable r1, column mask qtable r1")
+    assert [size.table_kinds for size in sizes.tensors] == kinds
+
+
+def test_small_file_holds_both_table_kinds() -> None:
+    """So the truncation, bit-flip and mutation tests reach the GEOMETRIC and QTABLE parsers."""
+    kinds = [size.table_kinds for size in decode_container(small_file())[1].tensors]
+    assert "geom" in kinds[0] and "qtable" in kinds[2]
 
 
 GOLDEN_FILE = (
+    "894550520d0a1a0a01000000030000004d45544101000000100000001da1e99147525048010000000a000000"
+    "94121e0c54454e53010000005a000000e275dc1140000d2028b52ffd20073900007b2261223a317d28b52ffd"
+    "200109000067030177010106c0240002010406f780018a81ff80016d000102080100016b01021818c0240601"
+    "000201012a010057de8801000201012a01753a60c702050700fcff064594bc1c7c6a979fc0847305b561b548"
+    "e80f16b4d5dfcf29"
+)
+
+GOLDEN_FILE_REV2 = (
     "894550520d0a1a0a01000000030000004d45544101000000100000001da1e99147525048010000000a000000"
     "94121e0c54454e53010000005c00000010c04c075bd40d8c28b52ffd20073900007b2261223a317d28b52ffd"
     "200109000067030177010106c0240001010401026524011518fc8e016d000102080100016b01021818c02406"

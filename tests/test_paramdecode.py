@@ -111,7 +111,7 @@ def test_decode_scalar_rejects(step: float, latents: list, message: str) -> None
 
 
 def reference_rdft(steps: np.ndarray, latents: np.ndarray) -> np.ndarray:
-    """Spec section 7.2 with Python floats, one entry at a time, in the normative order."""
+    """Spec section 8.2 with Python floats, one entry at a time, in the normative order."""
     out_channels, in_channels, kh, kw = latents.shape
     basis_h, basis_w = rdft_basis(kh).tolist(), rdft_basis(kw).tolist()
     result = np.empty(latents.shape, dtype=np.float32)
