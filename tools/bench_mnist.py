@@ -95,7 +95,8 @@ def _run_job(job: Job, data_dir: str, out_dir: str) -> dict:
 def make_jobs(args: argparse.Namespace) -> list[Job]:
     jobs = []
     for arch in args.architectures:
-        jobs.append(Job(arch, "baseline", 0.0, args.epochs, args.seed))
+        if not args.no_baseline:
+            jobs.append(Job(arch, "baseline", 0.0, args.epochs, args.seed))
         # LeNet-300-100 has no k×k kernels: "rdft" would train exactly the "sq" model.
         decoders = ["sq"] if arch == "lenet-300-100" else args.decoders
         lambdas = args.lambdas or DEFAULT_LAMBDAS[arch]
