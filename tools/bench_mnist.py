@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)))
     parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the uncompressed reference models"
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="only rebuild results.md/png from runs.jsonl"
     )
     args = parser.parse_args(argv)
