@@ -143,8 +143,8 @@ def plot(rows: list[dict], path: Path) -> None:
             )
             if points:
                 ax.plot(*zip(*points, strict=True), marker=marker, label=f"eprpipe {decoder}")
-        for label, kb, err in PUBLISHED[arch]:
-            ax.scatter([kb], [err], marker="*", s=150, label=label, zorder=3)
+        for (label, kb, err), color in zip(PUBLISHED[arch], ("black", "red"), strict=False):
+            ax.scatter([kb], [err], marker="*", s=150, color=color, label=label, zorder=3)
         for r in rows:
             if r["architecture"] == arch and r["decoder"] == "baseline":
                 ax.axhline(100 * r["test_error"], color="grey", ls="--", lw=1, label="uncompressed")
