@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from eprpipe.errors import EprError
@@ -76,13 +76,15 @@ def _exact_f32(value: Fraction) -> np.float32:
     st.sampled_from([0.0185546875, 1.0, 0.5, 2.0**-24, 65504.0, -0.75, 3.0517578125e-05]),
     st.lists(st.integers(-(2**40) + 1, 2**40 - 1), max_size=50),
 )
+@example(step=-0.75, values=[0, 3])
 def test_decode_scalar_is_one_exact_product_and_one_rounding(
     step: float, values: list[int]
 ) -> None:
     latents = np.array(values, dtype=np.int64)
     decoded = decode_scalar(step, latents)
     assert decoded.dtype == np.float32 and decoded.shape == latents.shape
-    expected = [_exact_f32(Fraction(step) * v) for v in values]
+    # IEEE multiplication: 0 under a negative step is -0.0, which a Fraction cannot carry.
+    expected = [_exact_f32(Fraction(step) * v) if v else math.copysign(0.0, step) for v in values]
     assert decoded.tobytes() == np.array(expected, dtype=np.float32).tobytes()
 
 
