@@ -1,4 +1,4 @@
-"""tools/bench_mnist.py end to end on tiny MNIST-layout files: it must not rot."""
+"""The benchmark tools end to end on tiny inputs: they must not rot."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from idx_files import write_mnist_like
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("bench_mnist", ROOT / "tools" / "bench_mnist.py")
+def _load_tool(name: str = "bench_mnist"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_mnist"] = module  # dataclasses look their module up here
+    sys.modules[name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module
 
@@ -34,3 +34,10 @@ def test_bench_writes_table_and_plot(tmp_path):
     table = (out / "results.md").read_text()
     assert "| lenet-300-100 | sq | 0.5 | 1 |" in table
     assert (out / "results.png").stat().st_size > 1000
+
+
+def test_bench_step_prints_both_step_times_and_their_ratio(capsys):
+    tool = _load_tool("bench_step")
+    assert tool.main(["lenet-300-100", "--repeats", "1", "--batch-size", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "plain step" in printed and "EPR step (rdft)" in printed and "ratio" in printed
