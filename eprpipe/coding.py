@@ -1,14 +1,17 @@
-"""Coded groups: a run of integer latents as a constant, or as a table plus range-coded words.
+"""Coded groups: a run of integer latents as a constant, or as a table for the record's stream.
 
-The writer picks the cheapest representation it can build; the reader re-encodes what it
-decoded and insists on the identical words, so one file has exactly one valid reading
-(spec/FORMAT.md, "Coded groups").
+A record range-codes all its table groups into one stream, one group after the other, so it
+pays one partly used word and one word count instead of one per group. The writer picks each
+group's kind on table bytes plus information content; the reader re-encodes what it decoded
+and insists on the identical words, so one file has exactly one valid reading
+(spec/FORMAT.md, "Coded groups" and "Range coding").
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import IntEnum
 
 import constriction
@@ -32,12 +35,11 @@ _TABLE_READERS = {GroupKind.QTABLE: read_qtable, GroupKind.GEOMETRIC: read_geome
 
 @dataclass(frozen=True, eq=False)
 class CodedGroup:
-    """One coded group; the symbol count is not stored here, the enclosing record implies it."""
+    """One group's header; its symbol count is implied by the record, its words are shared."""
 
     kind: GroupKind
     value: int = 0  # CONSTANT: every symbol's value
     table: Table | None = None  # QTABLE and GEOMETRIC
-    words: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))
 
     @functools.cached_property
     def side_info(self) -> bytes:
@@ -58,30 +60,9 @@ class CodedGroup:
     def table_bytes(self) -> int:
         return len(self.side_info)
 
-    @property
-    def framing_bytes(self) -> int:
-        """The kind byte, plus the word count for the table kinds."""
-        return 1 + (len(uvarint(len(self.words))) if self.table is not None else 0)
-
-    @property
-    def latent_bytes(self) -> int:
-        return 4 * len(self.words)
-
-    @property
-    def size(self) -> int:
-        return self.framing_bytes + self.table_bytes + self.latent_bytes
-
     def encode(self) -> bytes:
-        out = bytes([self.kind]) + self.side_info
-        if self.table is not None:
-            out += uvarint(len(self.words)) + self.words.astype("<u4").tobytes()
-        return out
-
-
-def _range_encode(symbols: np.ndarray, table: Table) -> np.ndarray:
-    encoder = constriction.stream.queue.RangeEncoder()
-    encoder.encode(symbols.astype(np.int32), table.model())
-    return encoder.get_compressed().astype(np.uint32)
+        """The kind byte and the constant or table; the words live in the record's stream."""
+        return bytes([self.kind]) + self.side_info
 
 
 def _check_bound(value: int, what: str) -> None:
@@ -90,9 +71,10 @@ def _check_bound(value: int, what: str) -> None:
 
 
 def encode_group(values: np.ndarray) -> CodedGroup:
-    """The smallest of CONSTANT (all values equal), QTABLE at each resolution 1..4 and GEOMETRIC.
+    """CONSTANT when all values are equal, else the cheapest of QTABLE r1..4 and GEOMETRIC.
 
-    Ties go to the candidate listed first: the lower kind, then the lower resolution.
+    The words of one group are not observable in a shared stream, so the cost is table bits
+    plus information content; ties go to the candidate listed first (lower kind, lower r).
     """
     values = np.asarray(values).reshape(-1)
     if values.size == 0:
@@ -106,67 +88,105 @@ def encode_group(values: np.ndarray) -> CodedGroup:
         return CodedGroup(GroupKind.CONSTANT, value=lo)
     if hi - lo + 1 > MAX_ALPHABET:
         raise EprError(f"latent range {lo}..{hi} needs more than {MAX_ALPHABET} symbols")
-    symbols = values.astype(np.int64) - lo
-    counts = np.bincount(symbols, minlength=hi - lo + 1)
+    counts = np.bincount(values.astype(np.int64) - lo, minlength=hi - lo + 1)
     tables = [(GroupKind.QTABLE, fit_table(counts, resolution=r, lo=lo)) for r in MANTISSAS]
     tables.append((GroupKind.GEOMETRIC, fit_geometric(counts, lo)))
-    candidates = [
-        CodedGroup(kind, table=table, words=_range_encode(symbols, table)) for kind, table in tables
-    ]
-    return min(candidates, key=lambda group: group.size)
+    candidates = [CodedGroup(kind, table=table) for kind, table in tables]
+    return min(candidates, key=lambda g: 8 * g.table_bytes + _counts_bits(g.table, counts))
 
 
-def decode_group(coded: CodedGroup, count: int) -> np.ndarray:
-    """The group's `count` latents as int64."""
-    if coded.kind is GroupKind.CONSTANT:
-        return np.full(count, coded.value, dtype=np.int64)
-    assert coded.table is not None
-    decoder = constriction.stream.queue.RangeDecoder(coded.words)
-    symbols = decoder.decode(coded.table.model(), count)
-    return symbols.astype(np.int64) + coded.table.lo
+def encode_stream(groups: Sequence[CodedGroup], values: Sequence[np.ndarray]) -> np.ndarray:
+    """The record's words: every table group's symbols, group after group, each its own model."""
+    encoder = constriction.stream.queue.RangeEncoder()
+    for group, group_values in zip(groups, values, strict=True):
+        if group.table is not None and len(group_values):
+            symbols = np.asarray(group_values, dtype=np.int64).reshape(-1) - group.table.lo
+            encoder.encode(symbols.astype(np.int32), group.table.model())
+    return encoder.get_compressed().astype(np.uint32)
 
 
-def read_group(reader: ByteReader, count: int) -> tuple[CodedGroup, np.ndarray]:
-    """Parse one group of `count` symbols and decode it; rejects any non-canonical stream."""
+def needs_stream(groups: Sequence[CodedGroup]) -> bool:
+    """A record stores a word count and words exactly when one group has a table."""
+    return any(group.table is not None for group in groups)
+
+
+def stream_bytes(words: np.ndarray) -> bytes:
+    """The word count and the words (u32 little-endian)."""
+    return uvarint(len(words)) + np.asarray(words, dtype="<u4").tobytes()
+
+
+def read_group(reader: ByteReader) -> CodedGroup:
+    """Parse one group header: kind byte and constant or table."""
     start = reader.offset
     kind = reader.read_u8("group kind")
     if kind == GroupKind.CONSTANT:
         value = reader.read_svarint("constant value")
         if not -LATENT_BOUND < value < LATENT_BOUND:
             raise reader.error(f"constant {value} outside the latent bound", at=start)
-        group = CodedGroup(GroupKind.CONSTANT, value=value)
-        return group, decode_group(group, count)
+        return CodedGroup(GroupKind.CONSTANT, value=value)
     if kind not in _TABLE_READERS:
         raise reader.error(f"unknown group kind {kind}", at=start)
     table = _TABLE_READERS[GroupKind(kind)](reader)
     if not (table.lo > -LATENT_BOUND and table.lo + table.alphabet_size - 1 < LATENT_BOUND):
         raise reader.error("table values outside the latent bound", at=start)
+    return CodedGroup(GroupKind(kind), table=table)
+
+
+def read_words(reader: ByteReader) -> np.ndarray:
+    """Parse the record's word count and words."""
     word_count = reader.read_uvarint("word count")
     if word_count > reader.remaining // 4:
         raise reader.error(f"{word_count} words declared, {reader.remaining} bytes left")
-    words = np.frombuffer(reader.read_bytes(4 * word_count, "words"), dtype="<u4")
-    group = CodedGroup(GroupKind(kind), table=table, words=words.astype(np.uint32))
-    try:
-        values = decode_group(group, count)
-    except AssertionError as err:  # constriction's signal for words no encoder can produce
-        raise reader.error("coded words are invalid for the table", at=start) from err
-    symbols = values - table.lo
-    if not table.weights()[symbols].all():
-        raise reader.error("stream decodes to a symbol of weight zero", at=start)
-    if not np.array_equal(_range_encode(symbols, table), group.words):
-        raise reader.error("coded words are not the canonical encoding of their symbols", at=start)
-    return group, values
+    return np.frombuffer(reader.read_bytes(4 * word_count, "words"), dtype="<u4").astype(np.uint32)
+
+
+class StreamDecoder:
+    """Decodes a record's groups, in stored order, from its one stream; then checks the words."""
+
+    def __init__(self, reader: ByteReader, words: np.ndarray, words_at: int) -> None:
+        self._reader = reader
+        self._words = words
+        self._words_at = words_at
+        self._decoder = constriction.stream.queue.RangeDecoder(words)
+        self._groups: list[CodedGroup] = []
+        self._values: list[np.ndarray] = []
+
+    def decode(self, group: CodedGroup, count: int, at: int) -> np.ndarray:
+        """The group's `count` latents as int64; `at` is its header's offset, for errors."""
+        if group.table is None:
+            values = np.full(count, group.value, dtype=np.int64)
+        else:
+            try:
+                symbols = self._decoder.decode(group.table.model(), count).astype(np.int64)
+            except (AssertionError, ValueError) as err:  # constriction: words no encoder makes
+                raise self._reader.error("coded words are invalid for the table", at=at) from err
+            if not group.table.weights()[symbols].all():
+                raise self._reader.error("stream decodes to a symbol of weight zero", at=at)
+            values = symbols + group.table.lo
+        self._groups.append(group)
+        self._values.append(values)
+        return values
+
+    def finish(self) -> None:
+        """Require the words to be exactly what an encoder writes for the decoded symbols."""
+        if not np.array_equal(encode_stream(self._groups, self._values), self._words):
+            raise self._reader.error(
+                "coded words are not the canonical encoding of their symbols", at=self._words_at
+            )
+
+
+def _counts_bits(table: Table, counts: np.ndarray) -> float:
+    used = counts > 0
+    return float(-(counts[used] * np.log2(table.probabilities()[: len(counts)][used])).sum())
 
 
 def ideal_bits(coded: CodedGroup, values: np.ndarray) -> float:
     """Information content of `values` under the group's table: sum of -log2 p(symbol)."""
-    if coded.kind is GroupKind.CONSTANT:
+    if coded.table is None:
         return 0.0
-    assert coded.table is not None
-    counts = np.bincount(np.asarray(values).astype(np.int64).reshape(-1) - coded.table.lo)
-    probabilities = coded.table.probabilities()[: len(counts)]
-    used = counts > 0
-    return float(-(counts[used] * np.log2(probabilities[used])).sum())
+    return _counts_bits(
+        coded.table, np.bincount(np.asarray(values).astype(np.int64).reshape(-1) - coded.table.lo)
+    )
 
 
 def empirical_bits(values: np.ndarray) -> float:

@@ -106,10 +106,10 @@ class EprContents:
 @dataclass
 class TensorSize:
     name: str
-    latent_bytes: int  # range-coded words
+    latent_bytes: int  # the range-coded words (one stream per record)
     table_bytes: int  # tables and constants
     decoder_bytes: int  # steps
-    framing_bytes: int  # name, kind, shape, layout, group kinds and word counts
+    framing_bytes: int  # name, kind, shape, layout, group kinds and the word count
     ideal_bits: float  # information content under the chosen tables, masks included
     groups: int  # coded groups, masks included
     table_kinds: str  # e.g. "geom" or "row mask const, column mask qtable r1, 9x geom, qtable r2"
@@ -150,15 +150,16 @@ def _tensor_size(
 ) -> TensorSize:
     """Per-tensor accounting shared by writer and reader, so both report the same numbers.
 
-    Mask groups count like any group (words as latents, tables as tables): they are part of
-    the parameter payload. The layout byte is framing.
+    Mask groups count like any group (their symbols are in the words, their tables are tables):
+    they are part of the parameter payload. The layout byte, kind bytes and word count are
+    framing.
     """
     groups = coded.all_groups if coded else []
     values = coded.values if coded else []
     return TensorSize(
         name=name,
-        latent_bytes=sum(group.latent_bytes for group in groups),
-        table_bytes=sum(group.table_bytes for group in groups),
+        latent_bytes=coded.latent_bytes if coded else 0,
+        table_bytes=coded.table_bytes if coded else 0,
         decoder_bytes=decoder,
         framing_bytes=framing + (coded.framing_bytes if coded else 0),
         ideal_bits=sum((ideal_bits(g, v) for g, v in zip(groups, values, strict=True)), 0.0),

@@ -3,7 +3,8 @@
 Trained networks have dead units, so whole rows (outputs) and columns (inputs) of a weight's
 latents are zero. A record may code one 0/1 mask per axis and then only the sub-tensor of
 active rows and columns; RDFT records may also split that sub-tensor into one group per
-frequency. The writer tries every layout and keeps the smallest (spec/FORMAT.md, section 6.1).
+frequency. All groups' symbols share one range-coder stream, stored after the group headers.
+The writer tries every layout and keeps the smallest (spec/FORMAT.md, section 6.1).
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from enum import IntFlag
 import numpy as np
 
 from eprpipe.bitio import ByteReader
-from eprpipe.coding import CodedGroup, encode_group, read_group
+from eprpipe.coding import (
+    CodedGroup,
+    StreamDecoder,
+    encode_group,
+    encode_stream,
+    needs_stream,
+    read_group,
+    read_words,
+    stream_bytes,
+)
 
 
 class Layout(IntFlag):
@@ -29,28 +39,42 @@ _MASKS = ((Layout.ROW_MASK, "row"), (Layout.COLUMN_MASK, "column"))
 
 @dataclass(frozen=True, eq=False)
 class CodedLatents:
-    """A coded tensor's layout byte and groups: masks first (rows, cols), then the latents."""
+    """A coded tensor's layout byte, group headers (masks first: rows, cols) and shared words."""
 
     layout: Layout
     masks: list[CodedGroup]
     groups: list[CodedGroup]
     values: list[np.ndarray]  # each group's decoded symbols, masks first, in stored order
+    words: np.ndarray  # the record's one range-coder stream; empty if every group is CONSTANT
 
     @property
     def all_groups(self) -> list[CodedGroup]:
         return self.masks + self.groups
 
     @property
+    def _stream(self) -> bytes:
+        return stream_bytes(self.words) if needs_stream(self.all_groups) else b""
+
+    @property
+    def latent_bytes(self) -> int:
+        return 4 * len(self.words)
+
+    @property
+    def table_bytes(self) -> int:
+        return sum(group.table_bytes for group in self.all_groups)
+
+    @property
     def framing_bytes(self) -> int:
-        """The layout byte, and each group's kind byte and word count."""
-        return 1 + sum(group.framing_bytes for group in self.all_groups)
+        """The layout byte, the kind bytes and the one word count."""
+        return 1 + len(self.all_groups) + len(self._stream) - self.latent_bytes
 
     @property
     def size(self) -> int:
-        return 1 + sum(group.size for group in self.all_groups)
+        return self.framing_bytes + self.table_bytes + self.latent_bytes
 
     def encode(self) -> bytes:
-        return bytes([self.layout]) + b"".join(group.encode() for group in self.all_groups)
+        headers = b"".join(group.encode() for group in self.all_groups)
+        return bytes([self.layout]) + headers + self._stream
 
     @property
     def label(self) -> str:
@@ -102,11 +126,14 @@ def encode_layout(latents: np.ndarray, layout: Layout, rdft: bool) -> CodedLaten
             masks.append(active.astype(np.int64))
             sub = np.compress(active, sub, axis=axis)
     parts = _parts(sub, rdft, bool(layout & Layout.PER_FREQUENCY))
+    mask_groups = [encode_group(mask) for mask in masks]
+    groups = [encode_group(part) for part in parts]
     return CodedLatents(
         layout=layout,
-        masks=[encode_group(mask) for mask in masks],
-        groups=[encode_group(part) for part in parts],
+        masks=mask_groups,
+        groups=groups,
         values=masks + parts,
+        words=encode_stream(mask_groups + groups, masks + parts),
     )
 
 
@@ -118,7 +145,7 @@ def encode_latents(latents: np.ndarray, rdft: bool) -> CodedLatents:
 
 @dataclass(frozen=True)
 class _Mask:
-    """A decoded mask: which axis, the active indices, and where its group starts."""
+    """A decoded mask: which axis, the active indices, and where its group header starts."""
 
     axis: int
     active: np.ndarray
@@ -128,10 +155,11 @@ class _Mask:
 def read_latents(
     reader: ByteReader, shape: tuple[int, ...], rdft: bool, name: str
 ) -> tuple[CodedLatents, np.ndarray]:
-    """Parse a layout byte and its groups; returns them and the int64 latents of `shape`.
+    """Parse a layout byte, its group headers and the shared words; decode the latents of `shape`.
 
-    Every count is bounded by the record's element count, which the caller has bounded: masks
-    need every dim >= 1, so neither axis is longer than numel.
+    The latent groups' symbol counts depend on the masks, so the masks are decoded first from
+    the same stream. Every count is bounded by the record's element count, which the caller has
+    bounded: masks need every dim >= 1, so neither axis is longer than numel.
     """
     at = reader.offset
     value = reader.read_u8("layout")
@@ -139,32 +167,39 @@ def read_latents(
     if problem:
         raise reader.error(f"{name!r}: {problem}", at=at)
     layout = Layout(value)
-    masks, mask_groups, mask_values = [], [], []
+    per_frequency = bool(layout & Layout.PER_FREQUENCY)
+    mask_axes = [axis for axis, (flag, _) in enumerate(_MASKS) if layout & flag]
+    group_count = len(mask_axes) + (shape[2] * shape[3] if per_frequency else 1)
+    offsets, headers = [], []
+    for _ in range(group_count):
+        offsets.append(reader.offset)
+        headers.append(read_group(reader))
+    words_at = reader.offset
+    words = read_words(reader) if needs_stream(headers) else np.zeros(0, dtype=np.uint32)
+    stream = StreamDecoder(reader, words, words_at)
+    masks, mask_values = [], []
     sub_shape = list(shape)
-    for axis, (flag, axis_name) in enumerate(_MASKS):
-        if layout & flag:
-            offset = reader.offset
-            group, mask = read_group(reader, shape[axis])
-            if ((mask != 0) & (mask != 1)).any():
-                raise reader.error(
-                    f"{name!r}: {axis_name} mask holds a symbol not 0 or 1", at=offset
-                )
-            masks.append(_Mask(axis, np.flatnonzero(mask), offset))
-            mask_groups.append(group)
-            mask_values.append(mask)
-            sub_shape[axis] = masks[-1].active.size
-    groups, parts = [], []
-    for count in _group_counts(sub_shape, bool(layout & Layout.PER_FREQUENCY)):
-        group, part = read_group(reader, count)
-        groups.append(group)
-        parts.append(part)
+    n_masks = len(mask_axes)
+    for axis, group, offset in zip(mask_axes, headers[:n_masks], offsets[:n_masks], strict=True):
+        mask = stream.decode(group, shape[axis], offset)
+        if ((mask != 0) & (mask != 1)).any():
+            axis_name = _MASKS[axis][1]
+            raise reader.error(f"{name!r}: {axis_name} mask holds a symbol not 0 or 1", at=offset)
+        masks.append(_Mask(axis, np.flatnonzero(mask), offset))
+        mask_values.append(mask)
+        sub_shape[axis] = masks[-1].active.size
+    counts = _group_counts(sub_shape, per_frequency)
+    latent_headers = headers[n_masks:]
+    pairs = zip(latent_headers, counts, offsets[n_masks:], strict=True)
+    parts = [stream.decode(group, count, offset) for group, count, offset in pairs]
+    stream.finish()
     sub = np.concatenate(parts)
     if rdft:
         r, c, kh, kw = sub_shape
         sub = sub.reshape(kh, kw, r, c).transpose(2, 3, 0, 1)
     else:
         sub = sub.reshape(tuple(sub_shape))
-    coded = CodedLatents(layout, mask_groups, groups, mask_values + parts)
+    coded = CodedLatents(layout, headers[:n_masks], latent_headers, mask_values + parts, words)
     return coded, _expand(reader, sub, masks, shape, name)
 
 

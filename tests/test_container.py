@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from eprpipe import container
 from eprpipe.bitio import svarint, uvarint
-from eprpipe.coding import empirical_bits, encode_group, ideal_bits
+from eprpipe.coding import empirical_bits, encode_group, encode_stream, ideal_bits, stream_bytes
 from eprpipe.container import (
     EprContents,
     RdftDecoder,
@@ -392,9 +392,7 @@ def test_writer_picks_masks_when_they_help() -> None:
     unmasked, _ = encode_in_layout(contents, Layout(0))
     assert len(data) < len(unmasked) - 500
     size = sizes.tensors[0]
-    assert (
-        size.table_kinds.startswith("row mask qtable") and "column mask qtable" in size.table_kinds
-    )
+    assert size.table_kinds.startswith("row mask ") and ", column mask " in size.table_kinds
     assert size.groups == 3
     assert_same(contents, decode_container(data)[0])
 
@@ -405,8 +403,9 @@ def test_mask_groups_count_in_the_payload() -> None:
     coded = encode_layout(latents, Layout.ROW_MASK | Layout.COLUMN_MASK, False)
     size = sizes.tensors[0]
     assert size.groups == 3
-    assert size.latent_bytes == sum(group.latent_bytes for group in coded.all_groups)
+    assert size.latent_bytes == coded.latent_bytes == 4 * len(coded.words)  # one stream
     assert size.table_bytes == sum(group.table_bytes for group in coded.all_groups)
+    assert size.framing_bytes == len(record(b"k", 1, (24, 24), b"")) + 1 + 3 + 1  # word count
     assert size.latent_bytes + size.table_bytes + size.decoder_bytes + size.framing_bytes == (
         len(split_sections(data)[2][2]) - 1  # the TENS section less its record count
     )
@@ -416,47 +415,77 @@ def test_mask_groups_count_in_the_payload() -> None:
     assert coded.values[0].tolist() == [int(row in MASKED_ROWS) for row in range(24)]
 
 
-def group(values: list[int]) -> bytes:
-    return encode_group(np.array(values)).encode()
+def coded(runs: list[list[int]]) -> bytes:
+    """Group headers for `runs`, then their one stream (the writer's choices, any values)."""
+    values = [np.array(run, dtype=np.int64) for run in runs]
+    groups = [encode_group(v) for v in values]
+    headers = b"".join(group.encode() for group in groups)
+    if all(group.table is None for group in groups):
+        return headers
+    return headers + stream_bytes(encode_stream(groups, values))
+
+
+def test_constant_groups_store_no_word_count() -> None:
+    data, sizes = encode_container(EprContents({}, b"", [scalar("z", np.full((4, 5), 3))]))
+    body = struct.pack("<e", 0.0185546875) + b"\x00" + b"\x00" + svarint(3)  # layout, CONSTANT 3
+    assert split_sections(data)[2][2] == uvarint(1) + record(b"z", 1, (4, 5), body)
+    size = sizes.tensors[0]
+    assert size.latent_bytes == 0 and size.framing_bytes == len(record(b"z", 1, (4, 5), b"")) + 2
+
+
+def test_a_record_with_many_groups_pays_for_one_flush() -> None:
+    """25 per-frequency groups, 25,000 latents: the words are within 1 % (+4 bytes) of the
+    information content; one stream per group paid up to a word and a word count per group."""
+    rng = np.random.default_rng(4)
+    scales = np.linspace(0.3, 3.0, 25).reshape(1, 1, 5, 5)
+    latents = np.rint(rng.laplace(0, 1, size=(40, 25, 5, 5)) * scales).astype(np.int64)
+    tensor = rdft("conv2.weight", latents)
+    data, sizes = encode_in_layout(EprContents({}, b"", [tensor]), Layout.PER_FREQUENCY)
+    size = sizes.tensors[0]
+    assert size.groups == 25 and "const" not in size.table_kinds
+    assert size.latent_bytes <= 1.01 * size.ideal_bits / 8 + 4
+    prefix = len(record(b"conv2.weight", 2, latents.shape, b""))
+    assert size.framing_bytes == prefix + 1 + 25 + len(uvarint(size.latent_bytes // 4))
+    assert_same(EprContents({}, b"", [tensor]), decode_container(data)[0])
 
 
 @pytest.mark.parametrize(
-    ("kind", "shape", "before", "after", "message"),
+    ("kind", "shape", "layout", "runs", "at", "message"),
     [
-        (1, (2, 3), STEP + b"\x02", group([2, 2]) + group([0]), "row mask holds a symbol not 0"),
-        (1, (2, 3), STEP + b"\x02", group([0, 2]) + group([0]), "row mask holds a symbol not 0"),
-        (1, (2, 3), STEP + b"\x04", group([1, -1, 0]) + group([0]), "column mask holds a"),
-        (1, (2, 3), STEP + b"\x02", group([1, 1]) + group([1, 0, 0, 0, 0, 0]), "row 1 is marked"),
-        (1, (2, 3), STEP + b"\x04", group([1, 1, 1]) + group([1, 0, 2, 3, 0, 0]), "column 1 is"),
-        (1, (2, 3), STEP + b"\x06", group([1, 1]) + group([0, 0, 0]) + group([]), "row 0 is"),
-        (1, (2, 3), STEP + b"\x06" + group([1, 0]), group([0, 1, 1]) + group([5, 0]), "column 2"),
-        (2, (2, 2, 1, 2), STEP * 2 + b"\x03", group([0, 1]) + group([]) * 2, "row 1 is"),
-        (
-            2,
-            (2, 2, 1, 2),
-            STEP * 2 + b"\x05",
-            group([1, 1]) + group([1, 0, 2, 0]) + group([]),
-            "column 1",
-        ),
-        (1, (3,), STEP, b"\x02" + group([1, 1, 1]) + group([1, 2, 3]), "ndim >= 2"),
-        (1, (), STEP, b"\x04" + group([1]) + group([1]), "ndim >= 2"),
-        (1, (0, 3), STEP, b"\x02" + group([]) + group([]), "no zero dim"),
-        (1, (2, 3), STEP, b"\x08" + group([0]), "reserved layout bits 0x08"),
-        (2, (1, 1, 1, 2), STEP * 2, b"\x80" + group([0]), "reserved layout bits 0x80"),
-        (1, (2, 3), STEP, b"\x01" + group([0]), "per-frequency grouping"),
+        (1, (2, 3), 0x02, [[2, 2], [0]], 0, "row mask holds a symbol not 0"),
+        (1, (2, 3), 0x02, [[0, 2], [0]], 0, "row mask holds a symbol not 0"),
+        (1, (2, 3), 0x04, [[1, -1, 0], [0]], 0, "column mask holds a"),
+        (1, (2, 3), 0x02, [[1, 1], [1, 0, 0, 0, 0, 0]], 0, "row 1 is marked"),
+        (1, (2, 3), 0x04, [[1, 1, 1], [1, 0, 2, 3, 0, 0]], 0, "column 1 is"),
+        (1, (2, 3), 0x06, [[1, 1], [0, 0, 0], []], 0, "row 0 is"),
+        (1, (2, 3), 0x06, [[1, 0], [0, 1, 1], [5, 0]], 1, "column 2"),
+        (1, (2, 3), 0x06, [[1, 0], [1, 2, 0], [5, 0]], 1, "column mask holds"),  # from the stream
+        (2, (2, 2, 1, 2), 0x03, [[0, 1], [], []], 0, "row 1 is"),
+        (2, (2, 2, 1, 2), 0x05, [[1, 1], [1, 0, 2, 0], []], 0, "column 1"),
+        (1, (3,), 0x02, [[1, 1, 1], [1, 2, 3]], None, "ndim >= 2"),
+        (1, (), 0x04, [[1], [1]], None, "ndim >= 2"),
+        (1, (0, 3), 0x02, [[], []], None, "no zero dim"),
+        (1, (2, 3), 0x08, [[0]], None, "reserved layout bits 0x08"),
+        (2, (1, 1, 1, 2), 0x80, [[0]], None, "reserved layout bits 0x80"),
+        (1, (2, 3), 0x01, [[0]], None, "per-frequency grouping"),
     ],
 )
 def test_malformed_layouts_and_masks(
-    kind: int, shape: tuple[int, ...], before: bytes, after: bytes, message: str
+    kind: int, shape: tuple[int, ...], layout: int, runs: list, at: int | None, message: str
 ) -> None:
-    """Each defect is reported at the layout byte or at the start of the offending mask."""
-    tensors = uvarint(1) + record(b"w", kind, shape, before + after)
+    """Each defect is reported at the layout byte (`at` None) or at the header of mask `at`."""
+    steps = STEP * (shape[2] * shape[3] if kind == 2 else 1)
+    tensors = uvarint(1) + record(b"w", kind, shape, steps + bytes([layout]) + coded(runs))
     data = with_section(small_file(), b"TENS", tensors)
     with pytest.raises(FormatError, match=message) as info:
         decode_container(data)
     assert info.value.section == "TENS"
-    at = len(data) - len(tensors) + len(uvarint(1) + record(b"w", kind, shape, before))
-    assert info.value.offset == at
+    headers = b"".join(
+        encode_group(np.array(run, dtype=np.int64)).encode() for run in runs[: at or 0]
+    )
+    before = b"" if at is None else bytes([layout]) + headers
+    prefix = len(uvarint(1) + record(b"w", kind, shape, steps + before))
+    assert info.value.offset == len(data) - len(tensors) + prefix
 
 
 # --- writer validation ----------------------------------------------------------------------
@@ -822,20 +851,11 @@ def test_decoding_needs_no_torch(tmp_path: Path) -> None:
     assert result.stdout.strip() == str(240 + 20 + 72 + 1 + 4)
 
 
-@pytest.mark.parametrize(
-    ("golden", "kinds"),
-    [
-        ("GOLDEN_FILE", ["geom", "raw", "row mask qtable r1, column mask qtable r1, geom"]),
-        (
-            "GOLDEN_FILE_REV2",
-            ["qtable r1", "raw", "row mask qtable r1, column mask qtable r1, qtable r1"],
-        ),
-    ],
-)
-def test_golden_file_still_decodes(golden: str, kinds: list[str]) -> None:
-    """Files written by format 1.0 code (document revisions 3 and 2) from the contents of
-    small_file(); readers must keep reading both. (Constants below: a test's parameters.)"""
-    contents, sizes = decode_container(bytes.fromhex(globals()[golden]))
+def test_golden_file_still_decodes() -> None:
+    """A file written by format 1.0 code (document revision 4: one stream per record) from the
+    contents of small_file(); readers must keep reading it. Files of revisions 1 to 3 are not
+    valid under revision 4 (drafts before 1.0 made no compatibility promise)."""
+    contents, sizes = decode_container(bytes.fromhex(GOLDEN_FILE))
     assert contents.manifest == {"a": 1}
     assert contents.graph == b"g"
     assert [(t.name, t.shape, t.dtype) for t in contents.tensors] == [
@@ -846,7 +866,9 @@ def test_golden_file_still_decodes(golden: str, kinds: list[str]) -> None:
     assert contents.tensors[0].latents.tolist() == [0, 1, -1, 0, 2, 0]
     assert contents.tensors[1].raw.tolist() == [True, False]
     assert np.array_equal(contents.tensors[2].latents, masked_latents())
+    kinds = ["geom", "raw", "row mask qtable r1, column mask qtable r1, geom"]
     assert [size.table_kinds for size in sizes.tensors] == kinds
+    assert split_sections(bytes.fromhex(GOLDEN_FILE))[2] == split_sections(small_file())[2]
 
 
 def test_small_file_holds_both_table_kinds() -> None:
@@ -857,16 +879,8 @@ def test_small_file_holds_both_table_kinds() -> None:
 
 GOLDEN_FILE = (
     "894550520d0a1a0a01000000030000004d45544101000000100000001da1e99147525048010000000a000000"
-    "94121e0c54454e53010000005a000000e275dc1140000d2028b52ffd20073900007b2261223a317d28b52ffd"
+    "94121e0c54454e53010000005800000046a61f336fc7591a28b52ffd20073900007b2261223a317d28b52ffd"
     "200109000067030177010106c0240002010406f780018a81ff80016d000102080100016b01021818c0240601"
-    "000201012a010057de8801000201012a01753a60c702050700fcff064594bc1c7c6a979fc0847305b561b548"
-    "e80f16b4d5dfcf29"
-)
-
-GOLDEN_FILE_REV2 = (
-    "894550520d0a1a0a01000000030000004d45544101000000100000001da1e99147525048010000000a000000"
-    "94121e0c54454e53010000005c00000010c04c075bd40d8c28b52ffd20073900007b2261223a317d28b52ffd"
-    "200109000067030177010106c0240001010401026524011518fc8e016d000102080100016b01021818c02406"
-    "01000201012a010057de8801000201012a01753a60c701050701027f800690a1911c62a110f651a50f86473e"
-    "c80a53eb5315f2fdd96b"
+    "000201012a01000201012a02050700fcff08075ade8854008434635ba94fac9be20f296dd20b4827bee44bb9"
+    "afbd00000000"
 )

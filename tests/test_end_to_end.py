@@ -148,7 +148,7 @@ def test_coded_size_is_within_one_percent_of_the_ideal(compressed, capsys):
     large = [t for t in tensors if t["symbols"] >= 10_000 and t["latent_bytes"] > 0]
     assert large, "the test model should have tensors of 10,000+ parameters"
     for tensor in large:
-        # Each range-coded stream ends with at most one partly used 32-bit word.
-        slack = 32 * tensor["groups"]
+        # One range-coder stream per record: its flush adds at most two 32-bit words.
+        slack = 64
         assert 8 * tensor["latent_bytes"] <= 1.01 * tensor["ideal_bits"] + slack, tensor["name"]
         assert tensor["ideal_bits"] >= tensor["empirical_bits"] - 1e-6
