@@ -153,6 +153,8 @@ class StreamDecoder:
 
     def decode(self, group: CodedGroup, count: int, at: int) -> np.ndarray:
         """The group's `count` latents as int64; `at` is its header's offset, for errors."""
+        if count == 0 and (group.table is not None or group.value != 0):
+            raise self._reader.error("a group of zero symbols must be CONSTANT 0", at=at)
         if group.table is None:
             values = np.full(count, group.value, dtype=np.int64)
         else:

@@ -884,3 +884,19 @@ GOLDEN_FILE = (
     "000201012a01000201012a02050700fcff08075ade8854008434635ba94fac9be20f296dd20b4827bee44bb9"
     "afbd00000000"
 )
+
+
+@pytest.mark.parametrize(
+    "group",
+    [
+        b"\x00\x0a",  # CONSTANT 5
+        # a table over no symbols, then a stream of zero words
+        encode_group(np.array([0, 1, 1], dtype=np.int64)).encode() + uvarint(0),
+    ],
+)
+def test_a_group_of_zero_symbols_must_be_constant_zero(group: bytes) -> None:
+    """Otherwise an empty tensor would have more than one valid encoding."""
+    tensors = uvarint(1) + record(b"e", 1, (0,), STEP + b"\x00" + group)
+    data = with_section(small_file(), b"TENS", tensors)
+    with pytest.raises(FormatError, match="zero symbols must be CONSTANT 0"):
+        decode_container(data)
