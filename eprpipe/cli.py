@@ -17,7 +17,7 @@ from eprpipe.errors import EprError
 
 DEMO_ARCHITECTURE = "lenet5-caffe"
 DEMO_DATASET = "digits"
-DEMO_EPOCHS = 40
+DEMO_EPOCHS = 80
 DEMO_LAMBDA = 16.0
 
 
