@@ -72,9 +72,8 @@ def _shorten_names(model: onnx.ModelProto) -> None:
     model.producer_version = ""
 
 
-def _remove_weights(model: onnx.ModelProto, tensor_names: set[str]) -> set[str]:
-    """Clear the data of every initializer named in `tensor_names`; returns the names cleared."""
-    cleared = set()
+def _remove_weights(model: onnx.ModelProto, tensor_names: set[str]) -> None:
+    """Clear the data of every initializer named in `tensor_names`, keeping name, type, dims."""
     for initializer in model.graph.initializer:
         if initializer.name in tensor_names:
             name, data_type, dims = initializer.name, initializer.data_type, list(initializer.dims)
@@ -82,8 +81,6 @@ def _remove_weights(model: onnx.ModelProto, tensor_names: set[str]) -> set[str]:
             initializer.name = name
             initializer.data_type = data_type
             initializer.dims.extend(dims)
-            cleared.add(name)
-    return cleared
 
 
 def weightless_graph(
@@ -91,7 +88,8 @@ def weightless_graph(
 ) -> bytes:
     """Export `module` (plain, not parametrized) to ONNX with a dynamic batch axis, weights removed.
 
-    Raises EprError when the exporter renamed a tensor, since the decoder could not fill it.
+    Raises EprError when the graph holds sizeable constants that are not state_dict tensors
+    (e.g. a renamed weight): they would ship uncompressed.
     """
     module = module.eval()
     example = torch.zeros((1, *input_shape))

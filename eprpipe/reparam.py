@@ -205,9 +205,6 @@ class EPRModel(nn.Module):
     def prior_parameters(self) -> Iterator[nn.Parameter]:
         return self.priors.parameters()
 
-    def reparameterized_names(self) -> set[str]:
-        return {t.name for t in self.tensors}
-
     @torch.no_grad()
     def integer_latents(self) -> dict[str, np.ndarray]:
         """round(φ) per tensor name, as int64 arrays."""
