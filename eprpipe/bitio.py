@@ -69,12 +69,15 @@ class ByteReader:
         """Absolute file offset of the cursor, for error messages."""
         return self.base + self.pos
 
-    def error(self, message: str, *, at: int | None = None) -> FormatError:
-        return FormatError(message, section=self.section, offset=self.offset if at is None else at)
+    def error(self, message: str, *, at: int | None = None, code: str = "invalid") -> FormatError:
+        offset = self.offset if at is None else at
+        return FormatError(message, section=self.section, offset=offset, code=code)
 
     def read_bytes(self, count: int, what: str = "data") -> memoryview:
         if count < 0 or count > self.remaining:
-            raise self.error(f"truncated {what}: need {count} bytes, {self.remaining} left")
+            raise self.error(
+                f"truncated {what}: need {count} bytes, {self.remaining} left", code="truncated"
+            )
         start = self.pos
         self.pos += count
         return self._data[start : self.pos]
@@ -97,11 +100,13 @@ class ByteReader:
             value |= (byte & 0x7F) << (7 * index)
             if not byte & 0x80:
                 if byte == 0 and index > 0:
-                    raise self.error(f"non-minimal varint in {what}", at=start)
+                    raise self.error(f"non-minimal varint in {what}", at=start, code="bad-varint")
                 if value >= 1 << 64:
-                    raise self.error(f"varint over 64 bits in {what}", at=start)
+                    raise self.error(f"varint over 64 bits in {what}", at=start, code="bad-varint")
                 return value
-        raise self.error(f"varint longer than {MAX_VARINT_BYTES} bytes in {what}", at=start)
+        raise self.error(
+            f"varint longer than {MAX_VARINT_BYTES} bytes in {what}", at=start, code="bad-varint"
+        )
 
     def read_svarint(self, what: str = "signed varint") -> int:
         return unzigzag(self.read_uvarint(what))
@@ -163,8 +168,9 @@ class BitReader:
         self.section = section
         self.base = base
 
-    def error(self, message: str) -> FormatError:
-        return FormatError(message, section=self.section, offset=self.base + self.bit_pos // 8)
+    def error(self, message: str, code: str = "bad-levels") -> FormatError:
+        offset = self.base + self.bit_pos // 8
+        return FormatError(message, section=self.section, offset=offset, code=code)
 
     def read_bits(self, count: int) -> int:
         end = self.bit_pos + count

@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("file", type=Path)
     info.add_argument("--json", action="store_true", help="machine-readable output")
 
+    validate = commands.add_parser(
+        "validate", help="check .epr files against the format spec; exit 0 only if all are valid"
+    )
+    validate.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    validate.add_argument("--json", action="store_true", help="machine-readable output")
+
     commands.add_parser("plugins", help="list registered architectures and datasets")
     return parser
 
@@ -183,6 +189,28 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """One line per valid file, one per violation; exit 1 if any file is invalid."""
+    from eprpipe.validate import Report, Violation, validate_file
+
+    reports = []
+    for path in args.files:
+        try:
+            reports.append(validate_file(path))
+        except EprError as error:
+            report = Report(str(path), 0)
+            report.violations.append(Violation("unreadable", str(error), None, None))
+            reports.append(report)
+    if args.json:
+        print(json.dumps([report.as_json() for report in reports], indent=2, sort_keys=True))
+    for report in [] if args.json else reports:
+        if report.valid:
+            print(f"{report.source}: valid ({report.file_bytes:,} bytes, {report.tensors} tensors)")
+        for violation in report.violations:
+            print(f"{report.source}: {violation.describe()}")
+    return 0 if all(report.valid for report in reports) else 1
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from eprpipe.plugins import plugin_listing
 
@@ -209,6 +237,7 @@ COMMANDS = {
     "decode": cmd_decode,
     "eval": cmd_eval,
     "info": cmd_info,
+    "validate": cmd_validate,
     "plugins": cmd_plugins,
 }
 
@@ -224,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EprError as error:
         print(f"eprpipe {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. `eprpipe info FILE | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"eprpipe {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -17,11 +17,17 @@ from enum import IntEnum
 import constriction
 import numpy as np
 
-from eprpipe.bitio import ByteReader, svarint, uvarint
+from eprpipe.bitio import ByteReader
 from eprpipe.errors import EprError
 from eprpipe.geometric import fit_geometric, read_geometric
-from eprpipe.paramdecode import LATENT_BOUND
-from eprpipe.tables import MANTISSAS, MAX_ALPHABET, QTable, Table, fit_table, read_qtable
+from eprpipe.structures import (
+    CONSTANT_GROUP,
+    GROUP_KIND,
+    LATENT_BOUND,
+    MAX_ALPHABET,
+    WORDS,
+)
+from eprpipe.tables import MANTISSAS, QTable, Table, fit_table, read_qtable
 
 
 class GroupKind(IntEnum):
@@ -45,7 +51,7 @@ class CodedGroup:
     def side_info(self) -> bytes:
         """The constant or the serialized table: what counts as table bytes in reports."""
         if self.kind is GroupKind.CONSTANT:
-            return svarint(self.value)
+            return CONSTANT_GROUP.write({"value": self.value})
         assert self.table is not None
         return self.table.encode()
 
@@ -62,7 +68,7 @@ class CodedGroup:
 
     def encode(self) -> bytes:
         """The kind byte and the constant or table; the words live in the record's stream."""
-        return bytes([self.kind]) + self.side_info
+        return GROUP_KIND.write({"kind": int(self.kind)}) + self.side_info
 
 
 def _check_bound(value: int, what: str) -> None:
@@ -112,32 +118,20 @@ def needs_stream(groups: Sequence[CodedGroup]) -> bool:
 
 def stream_bytes(words: np.ndarray) -> bytes:
     """The word count and the words (u32 little-endian)."""
-    return uvarint(len(words)) + np.asarray(words, dtype="<u4").tobytes()
+    return WORDS.write({"word_count": len(words), "words": words})
 
 
 def read_group(reader: ByteReader) -> CodedGroup:
     """Parse one group header: kind byte and constant or table."""
-    start = reader.offset
-    kind = reader.read_u8("group kind")
-    if kind == GroupKind.CONSTANT:
-        value = reader.read_svarint("constant value")
-        if not -LATENT_BOUND < value < LATENT_BOUND:
-            raise reader.error(f"constant {value} outside the latent bound", at=start)
-        return CodedGroup(GroupKind.CONSTANT, value=value)
-    if kind not in _TABLE_READERS:
-        raise reader.error(f"unknown group kind {kind}", at=start)
-    table = _TABLE_READERS[GroupKind(kind)](reader)
-    if not (table.lo > -LATENT_BOUND and table.lo + table.alphabet_size - 1 < LATENT_BOUND):
-        raise reader.error("table values outside the latent bound", at=start)
-    return CodedGroup(GroupKind(kind), table=table)
+    kind = GroupKind(GROUP_KIND.read(reader)["kind"])
+    if kind is GroupKind.CONSTANT:
+        return CodedGroup(kind, value=CONSTANT_GROUP.read(reader)["value"])
+    return CodedGroup(kind, table=_TABLE_READERS[kind](reader))
 
 
 def read_words(reader: ByteReader) -> np.ndarray:
     """Parse the record's word count and words."""
-    word_count = reader.read_uvarint("word count")
-    if word_count > reader.remaining // 4:
-        raise reader.error(f"{word_count} words declared, {reader.remaining} bytes left")
-    return np.frombuffer(reader.read_bytes(4 * word_count, "words"), dtype="<u4").astype(np.uint32)
+    return WORDS.read(reader)["words"].astype(np.uint32)
 
 
 class StreamDecoder:
@@ -154,16 +148,22 @@ class StreamDecoder:
     def decode(self, group: CodedGroup, count: int, at: int) -> np.ndarray:
         """The group's `count` latents as int64; `at` is its header's offset, for errors."""
         if count == 0 and (group.table is not None or group.value != 0):
-            raise self._reader.error("a group of zero symbols must be CONSTANT 0", at=at)
+            raise self._reader.error(
+                "a group of zero symbols must be CONSTANT 0", at=at, code="empty-group"
+            )
         if group.table is None:
             values = np.full(count, group.value, dtype=np.int64)
         else:
             try:
                 symbols = self._decoder.decode(group.table.model(), count).astype(np.int64)
             except (AssertionError, ValueError) as err:  # constriction: words no encoder makes
-                raise self._reader.error("coded words are invalid for the table", at=at) from err
+                raise self._reader.error(
+                    "coded words are invalid for the table", at=at, code="invalid-words"
+                ) from err
             if not group.table.weights()[symbols].all():
-                raise self._reader.error("stream decodes to a symbol of weight zero", at=at)
+                raise self._reader.error(
+                    "stream decodes to a symbol of weight zero", at=at, code="zero-weight-symbol"
+                )
             values = symbols + group.table.lo
         self._groups.append(group)
         self._values.append(values)
@@ -173,7 +173,9 @@ class StreamDecoder:
         """Require the words to be exactly what an encoder writes for the decoded symbols."""
         if not np.array_equal(encode_stream(self._groups, self._values), self._words):
             raise self._reader.error(
-                "coded words are not the canonical encoding of their symbols", at=self._words_at
+                "coded words are not the canonical encoding of their symbols",
+                at=self._words_at,
+                code="non-canonical-words",
             )
 
 

@@ -24,27 +24,31 @@ from eprpipe.atomic import write_atomically
 from eprpipe.bitio import ByteReader, uvarint
 from eprpipe.coding import empirical_bits, ideal_bits
 from eprpipe.errors import EprError, FormatError
-from eprpipe.layout import CodedLatents, encode_latents, read_latents
+from eprpipe.layout import CodedLatents, Layout, encode_latents, read_latents
+from eprpipe.limits import DEFAULT_LIMITS, ReadBudget, ReadLimits
 from eprpipe.paramdecode import as_float16, decode_rdft, decode_scalar
+from eprpipe.structures import (
+    FLAG_REQUIRED,
+    HEADER,
+    MAGIC,
+    MAX_ALIGNMENT_LOG2,
+    MAX_NDIM,
+    RAW_BODY,
+    RAW_DTYPES,
+    RDFT_BODY,
+    RECORD_HEAD,
+    SCALAR_BODY,
+    SECTION_ENTRY,
+    VERSION_MAJOR,
+    VERSION_MINOR,
+    rdft_shape_problem,
+)
 
-MAGIC = b"\x89EPR\r\n\x1a\n"
-VERSION_MAJOR, VERSION_MINOR = 1, 0
-FLAG_REQUIRED = 1
 TAG_META, TAG_GRAPH, TAG_TENSORS = b"META", b"GRPH", b"TENS"
-_HEADER = struct.Struct("<8sHHHH")  # magic, major, minor, section_count, flags
-_ENTRY = struct.Struct("<4sIII")  # tag, flags, length, crc32
 _CRC = struct.Struct("<I")
-MAX_NAME_BYTES = 4096
-MAX_NDIM = 8
-MAX_KERNEL_SIDE = 64  # rdft kernels; bounds the basis a decoder has to build
 ZSTD_LEVEL = 19
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ZSTD_CHUNK = 1 << 20
-
-RAW_DTYPES: dict[int, str] = {
-    1: "float32", 2: "float16", 3: "float64", 4: "int64", 5: "int32",
-    6: "int8", 7: "uint8", 8: "bool", 9: "int16",
-}  # fmt: skip
 _RAW_CODES = {name: code for code, name in RAW_DTYPES.items()}
 
 
@@ -55,21 +59,6 @@ class RecordKind(IntEnum):
 
 
 _RECORD_KINDS = frozenset(int(kind) for kind in RecordKind)
-
-
-@dataclass(frozen=True)
-class ReadLimits:
-    """What a reader agrees to allocate; a file that needs more is rejected, not attempted."""
-
-    max_file_bytes: int = 1 << 32
-    max_manifest_bytes: int = 16 << 20
-    max_graph_bytes: int = 256 << 20
-    max_tensor_elements: int = 1 << 31
-    max_total_elements: int = 1 << 31
-    max_zstd_window: int = 1 << 27
-
-
-DEFAULT_LIMITS = ReadLimits()
 
 
 @dataclass(frozen=True)
@@ -115,6 +104,7 @@ class TensorSize:
     table_kinds: str  # e.g. "geom" or "row mask const, column mask qtable r1, 9x geom, qtable r2"
     empirical_bits: float = 0.0  # information content under each group's own histogram
     raw_bytes: int = 0  # verbatim tensor data
+    table_symbols: int = 0  # alphabet entries of its tables: what readers budget per file
 
 
 @dataclass
@@ -141,10 +131,6 @@ class SizeBreakdown:
 # --- tensor records -------------------------------------------------------------------------
 
 
-def _f16_bits(value: float, what: str) -> int:
-    return int(as_float16(value, what).view(np.uint16))
-
-
 def _tensor_size(
     name: str, framing: int, decoder: int, coded: CodedLatents | None, raw: int = 0
 ) -> TensorSize:
@@ -167,23 +153,30 @@ def _tensor_size(
         table_kinds=coded.label if coded else "raw",
         empirical_bits=sum((empirical_bits(v) for v in values), 0.0),
         raw_bytes=raw,
+        table_symbols=sum(g.table.alphabet_size for g in groups if g.table is not None),
     )
 
 
-def _record_prefix(record: TensorRecord, kind: RecordKind) -> bytes:
-    name = record.name.encode("utf-8")
-    dims = b"".join(uvarint(dim) for dim in record.shape)
-    return uvarint(len(name)) + name + bytes([kind, len(record.shape)]) + dims
+def _record_head(record: TensorRecord, kind: RecordKind) -> bytes:
+    try:
+        name = record.name.encode("utf-8")
+    except (AttributeError, UnicodeEncodeError) as err:
+        raise EprError(f"tensor name {record.name!r} is not encodable UTF-8 text") from err
+    fields = {
+        "name_length": len(name),
+        "name": name,
+        "kind": int(kind),
+        "ndim": len(record.shape),
+        "dims": tuple(int(dim) for dim in record.shape),
+    }
+    try:
+        return RECORD_HEAD.write(fields)
+    except EprError as err:
+        raise EprError(f"tensor {record.name!r}: {err}") from err
 
 
 def _check_record(record: TensorRecord) -> None:
-    """Writer-side validation: a record the reader would reject is an EprError here."""
-    try:
-        name_length = len(record.name.encode("utf-8"))
-    except (AttributeError, UnicodeEncodeError) as err:
-        raise EprError(f"tensor name {record.name!r} is not encodable UTF-8 text") from err
-    if not 1 <= name_length <= MAX_NAME_BYTES:
-        raise EprError(f"tensor name {record.name!r} must be 1..{MAX_NAME_BYTES} UTF-8 bytes")
+    """Writer-side checks of the in-memory record; RECORD_HEAD and the bodies check the rest."""
     shape = tuple(record.shape)
     if len(shape) > MAX_NDIM or not all(isinstance(d, int | np.integer) and d >= 0 for d in shape):
         raise EprError(f"{record.name}: shape {shape} needs at most {MAX_NDIM} non-negative dims")
@@ -207,11 +200,8 @@ def _check_record(record: TensorRecord) -> None:
     if not np.issubdtype(latents.dtype, np.integer):
         raise EprError(f"{record.name}: latents must be integers, got {latents.dtype}")
     if isinstance(record.decoder, RdftDecoder):
-        if len(shape) != 4 or shape[2] * shape[3] < 2 or max(shape[2:]) > MAX_KERNEL_SIDE:
-            raise EprError(
-                f"{record.name}: rdft needs (out, in, kh, kw) with 2 <= kh*kw, "
-                f"kh, kw <= {MAX_KERNEL_SIDE}; got {shape}"
-            )
+        if problem := rdft_shape_problem(shape):
+            raise EprError(f"{record.name}: {problem}")
         if np.shape(record.decoder.steps) != shape[2:]:
             raise EprError(f"{record.name}: rdft steps must have shape {shape[2:]}")
     elif not isinstance(record.decoder, ScalarDecoder):
@@ -221,90 +211,69 @@ def _check_record(record: TensorRecord) -> None:
 def _encode_record(record: TensorRecord) -> tuple[bytes, TensorSize]:
     _check_record(record)
     if record.decoder is None:
-        prefix = _record_prefix(record, RecordKind.RAW) + bytes([_RAW_CODES[record.dtype]])
+        head = _record_head(record, RecordKind.RAW)
         data = record.raw.astype(record.raw.dtype.newbyteorder("<")).tobytes()
-        return prefix + data, _tensor_size(record.name, len(prefix), 0, None, raw=len(data))
+        context = {"dims": record.shape, "kind": int(RecordKind.RAW)}
+        body = RAW_BODY.write({"dtype": _RAW_CODES[record.dtype], "data": data}, context)
+        framing = len(head) + len(body) - len(data)
+        return head + body, _tensor_size(record.name, framing, 0, None, raw=len(data))
     rdft = isinstance(record.decoder, RdftDecoder)
-    step_values = np.asarray(record.decoder.steps if rdft else record.decoder.step).reshape(-1)
-    steps = b"".join(
-        struct.pack("<H", _f16_bits(v, f"{record.name}: step")) for v in step_values.tolist()
-    )
+    kind = RecordKind.RDFT if rdft else RecordKind.SCALAR
+    steps = np.asarray(record.decoder.steps if rdft else record.decoder.step).reshape(-1)
+    steps = np.array([as_float16(v, f"{record.name}: step") for v in steps.tolist()])
     coded = encode_latents(record.latents, rdft)
-    prefix = _record_prefix(record, RecordKind.RDFT if rdft else RecordKind.SCALAR)
-    size = _tensor_size(record.name, len(prefix), len(steps), coded)
-    return prefix + steps + coded.encode(), size
+    head = _record_head(record, kind)
+    context = {"dims": record.shape, "kind": int(kind)}
+    if rdft:
+        body = RDFT_BODY.write({"steps": steps, "layout": int(coded.layout)}, context)
+    else:
+        body = SCALAR_BODY.write({"step": steps[0], "layout": int(coded.layout)}, context)
+    size = _tensor_size(record.name, len(head), 2 * steps.size, coded)
+    return head + body + coded.encode(), size
 
 
 def _read_record(
-    reader: ByteReader, limits: ReadLimits, elements_left: int
+    reader: ByteReader, limits: ReadLimits, budget: ReadBudget
 ) -> tuple[TensorRecord, TensorSize]:
-    """One record; the file may declare only `elements_left` more tensor elements."""
-    start = reader.pos
-    name_length = reader.read_uvarint("name length")
-    if not 1 <= name_length <= MAX_NAME_BYTES:
-        raise reader.error(f"name length {name_length} outside 1..{MAX_NAME_BYTES}")
-    try:
-        name = str(reader.read_bytes(name_length, "name"), "utf-8")
-    except UnicodeDecodeError as err:
-        raise reader.error("tensor name is not valid UTF-8") from err
-    kind = reader.read_u8("record kind")
-    if kind not in _RECORD_KINDS:
-        raise reader.error(f"{name!r}: unknown record kind {kind}")
-    ndim = reader.read_u8("ndim")
-    if ndim > MAX_NDIM:
-        raise reader.error(f"{name!r}: {ndim} dims, at most {MAX_NDIM}")
-    shape = tuple(reader.read_uvarint("dim") for _ in range(ndim))
+    """One record; its elements are charged to `budget` before anything is decoded."""
+    start = reader.offset
+    head = RECORD_HEAD.read(reader)
+    head_end = reader.offset
+    name, kind, shape = head["name"].decode("utf-8"), head["kind"], tuple(head["dims"])
     numel = 1
     for dim in shape:
         numel *= dim
         if numel > limits.max_tensor_elements or dim > limits.max_tensor_elements:
-            raise reader.error(
-                f"{name!r}: shape {shape} exceeds {limits.max_tensor_elements} elements"
+            raise FormatError(
+                f"{name!r}: shape {shape} exceeds {limits.max_tensor_elements} elements",
+                section=reader.section,
+                offset=start,
+                code="limit-exceeded",
             )
-    if numel > elements_left:
-        raise reader.error(
-            f"{name!r}: file declares more than {limits.max_total_elements} elements"
-        )
+    budget.charge_elements(numel, f"tensor {name!r}", reader.section, start)
 
     if kind == RecordKind.RAW:
-        code = reader.read_u8("dtype code")
-        if code not in RAW_DTYPES:
-            raise reader.error(f"{name!r}: unknown dtype code {code}")
-        dtype = np.dtype(RAW_DTYPES[code]).newbyteorder("<")
-        data = reader.read_bytes(numel * dtype.itemsize, "raw tensor data")
-        raw = np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("="))
-        if dtype.kind == "b" and np.frombuffer(data, dtype=np.uint8).max(initial=0) > 1:
-            raise reader.error(f"{name!r}: bool tensor holds bytes other than 0 and 1")
-        framing = reader.pos - start - len(data)
-        record = TensorRecord(name, shape, RAW_DTYPES[code], None, None, raw.reshape(shape))
-        return record, _tensor_size(name, framing, 0, None, raw=len(data))
+        body = RAW_BODY.read(reader, head)
+        dtype = np.dtype(RAW_DTYPES[body["dtype"]])
+        raw = np.frombuffer(body["data"], dtype=dtype.newbyteorder("<")).astype(dtype)
+        framing = reader.offset - start - len(body["data"])
+        record = TensorRecord(name, shape, dtype.name, None, None, raw.reshape(shape))
+        return record, _tensor_size(name, framing, 0, None, raw=len(body["data"]))
 
     rdft = kind == RecordKind.RDFT
-    if rdft and (ndim != 4 or shape[2] * shape[3] < 2 or max(shape[2:]) > MAX_KERNEL_SIDE):
-        raise reader.error(
-            f"{name!r}: rdft needs dims (out, in, kh, kw) with kh*kw >= 2 and "
-            f"kh, kw <= {MAX_KERNEL_SIDE}, got {shape}"
-        )
-    steps = _read_steps(reader, shape[2] * shape[3] if rdft else 1, name)
-    framing = reader.pos - start - 2 * steps.size
-    coded, latents = read_latents(reader, shape, rdft, name)
+    body = (RDFT_BODY if rdft else SCALAR_BODY).read(reader, head)
+    steps = np.atleast_1d(body["steps"] if rdft else body["step"]).astype(np.float16)
+    framing = head_end - start  # the layout byte counts with the groups' framing
+    coded, latents = read_latents(reader, shape, rdft, name, Layout(body["layout"]), budget)
     decoder = RdftDecoder(steps.reshape(shape[2:])) if rdft else ScalarDecoder(float(steps[0]))
     record = TensorRecord(name, shape, "float32", decoder, latents, None)
     return record, _tensor_size(name, framing, 2 * steps.size, coded)
 
 
-def _read_steps(reader: ByteReader, count: int, name: str) -> np.ndarray:
-    data = reader.read_bytes(2 * count, "steps")
-    steps = np.frombuffer(data, dtype="<f2").astype(np.float16)
-    if not np.isfinite(steps).all():
-        raise reader.error(f"{name!r}: step is not finite")
-    return steps
-
-
 # --- zstd and JSON sections -----------------------------------------------------------------
 
 
-def _zstd_frame_length(frame: bytes, fail: Callable[[str], FormatError]) -> int:
+def _zstd_frame_length(frame: bytes, fail: Callable[..., FormatError]) -> int:
     """Bytes of the single zstd frame at the start of `frame` (RFC 8878 section 3.1.1)."""
     pos = zstandard.frame_header_size(frame)
     while True:
@@ -319,8 +288,9 @@ def _zstd_frame_length(frame: bytes, fail: Callable[[str], FormatError]) -> int:
             return pos + (4 if frame[4] & 0x04 else 0)  # content checksum flag
 
 
-def _unzstd(section: bytes, limit: int, window: int, fail: Callable[[str], FormatError]) -> bytes:
+def _unzstd(part: _Section, limit: int, window: int) -> bytes:
     """Inflate one zstd frame, never past its declared size or `limit`, whatever it claims."""
+    section, fail = part.data, _failure(part)
     if section[:4] != ZSTD_MAGIC or len(section) < 6:
         raise fail("section is not a zstd frame")
     try:
@@ -328,9 +298,13 @@ def _unzstd(section: bytes, limit: int, window: int, fail: Callable[[str], Forma
         if params.content_size == zstandard.CONTENTSIZE_UNKNOWN:
             raise fail("zstd frame does not declare its content size")
         if params.content_size > limit:
-            raise fail(f"zstd frame declares {params.content_size} bytes, limit {limit}")
+            raise fail(
+                f"zstd frame declares {params.content_size} bytes, limit {limit}", "limit-exceeded"
+            )
         if params.window_size > window:
-            raise fail(f"zstd window of {params.window_size} bytes, limit {window}")
+            raise fail(
+                f"zstd window of {params.window_size} bytes, limit {window}", "limit-exceeded"
+            )
         if params.dict_id:
             raise fail("zstd frame needs a dictionary")
         if _zstd_frame_length(section, fail) != len(section):
@@ -365,26 +339,26 @@ def _manifest_json(manifest: dict) -> bytes:
         raise EprError(f"manifest is not JSON-serializable: {err}") from err
 
 
-def _parse_manifest(data: bytes, fail: Callable[[str], FormatError]) -> dict:
+def _parse_manifest(data: bytes, fail: Callable[..., FormatError]) -> dict:
     def unique_keys(pairs: list[tuple[str, object]]) -> dict:
         result = dict(pairs)
         if len(result) != len(pairs):
-            raise fail("manifest repeats a key")
+            raise fail("manifest repeats a key", "bad-manifest")
         return result
 
     def finite_float(text: str) -> float:
         value = float(text)
         if not np.isfinite(value):
-            raise fail(f"manifest number {text[:40]} overflows float64")
+            raise fail(f"manifest number {text[:40]} overflows float64", "bad-manifest")
         return value
 
     def no_constant(text: str) -> None:
-        raise fail(f"manifest holds {text}, which is not JSON")
+        raise fail(f"manifest holds {text}, which is not JSON", "bad-manifest")
 
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise fail("manifest is not valid UTF-8") from err
+        raise fail("manifest is not valid UTF-8", "bad-manifest") from err
     try:
         manifest = json.loads(
             text,
@@ -393,17 +367,31 @@ def _parse_manifest(data: bytes, fail: Callable[[str], FormatError]) -> dict:
             parse_constant=no_constant,
         )
     except (ValueError, RecursionError) as err:
-        raise fail(f"manifest is not valid JSON: {str(err)[:200]}") from err
+        raise fail(f"manifest is not valid JSON: {str(err)[:200]}", "bad-manifest") from err
     if not isinstance(manifest, dict):
-        raise fail("manifest is not a JSON object")
+        raise fail("manifest is not a JSON object", "bad-manifest")
+    try:
+        _manifest_json(manifest)
+    except EprError as err:  # e.g. a lone surrogate escape, which UTF-8 cannot carry
+        raise fail(f"manifest holds text UTF-8 cannot encode: {err}", "bad-manifest") from err
     return manifest
 
 
 # --- container ------------------------------------------------------------------------------
 
 
-def encode_container(contents: EprContents) -> tuple[bytes, SizeBreakdown]:
-    """Serialize `contents`; invalid contents raise EprError before anything is written."""
+def _padding(offset: int, alignment: int) -> int:
+    """Zero bytes that move `offset` to the next multiple of 2**alignment."""
+    return -offset % (1 << alignment)
+
+
+def encode_container(contents: EprContents, *, alignment: int = 0) -> tuple[bytes, SizeBreakdown]:
+    """Serialize `contents`, each section at a multiple of 2**alignment bytes (default 1).
+
+    Invalid contents raise EprError before anything is written.
+    """
+    if not (isinstance(alignment, int) and 0 <= alignment <= MAX_ALIGNMENT_LOG2):
+        raise EprError(f"alignment must be 0..{MAX_ALIGNMENT_LOG2} (log2 bytes), got {alignment}")
     names = [record.name for record in contents.tensors]
     if len(set(names)) != len(names):
         duplicate = next(name for name in names if names.count(name) > 1)
@@ -419,20 +407,51 @@ def encode_container(contents: EprContents) -> tuple[bytes, SizeBreakdown]:
         (TAG_GRAPH, _zstd(bytes(contents.graph))),
         (TAG_TENSORS, tensors),
     ]
-    header = _HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, len(sections), 0) + b"".join(
-        _ENTRY.pack(tag, FLAG_REQUIRED, len(body), zlib.crc32(body)) for tag, body in sections
+    header = HEADER.write(
+        {
+            "magic": MAGIC,
+            "version_major": VERSION_MAJOR,
+            "version_minor": VERSION_MINOR,
+            "section_count": len(sections),
+            "alignment": alignment,
+            "flags": 0,
+        }
     )
+    for tag, body in sections:
+        entry = {"tag": tag, "flags": FLAG_REQUIRED, "length": len(body), "crc": zlib.crc32(body)}
+        header += SECTION_ENTRY.write(entry)
     header += _CRC.pack(zlib.crc32(header))
-    data = header + b"".join(body for _, body in sections)
+    out = bytearray(header)
+    for _, body in sections:
+        out += bytes(_padding(len(out), alignment)) + body
     sizes = [size for _, size in encoded]
-    return data, _breakdown(
-        len(data),
-        len(header),
+    _check_budgets(contents, sizes, len(out))
+    padding = len(out) - len(header) - sum(len(body) for _, body in sections)
+    return bytes(out), _breakdown(
+        len(out),
+        len(header) + padding,
         len(sections[0][1]),
         len(sections[1][1]),
         len(uvarint(len(encoded))),
         sizes,
     )
+
+
+def _check_budgets(contents: EprContents, sizes: list[TensorSize], file_bytes: int) -> None:
+    """Refuse a file that eprpipe's reader, with default limits, would refuse."""
+    elements = sum(math.prod(record.shape) for record in contents.tensors)
+    if elements > DEFAULT_LIMITS.element_allowance(file_bytes):
+        raise EprError(
+            f"{elements} tensor elements in a {file_bytes}-byte file: more than readers accept "
+            f"by default ({DEFAULT_LIMITS.elements_per_byte} per byte, at least "
+            f"{DEFAULT_LIMITS.min_element_allowance}); see spec/FORMAT.md, Limits"
+        )
+    symbols = sum(size.table_symbols for size in sizes)
+    if symbols > DEFAULT_LIMITS.max_table_symbols:
+        raise EprError(
+            f"the tables hold {symbols} symbols in all, more than readers accept by default "
+            f"({DEFAULT_LIMITS.max_table_symbols})"
+        )
 
 
 def _breakdown(
@@ -462,125 +481,239 @@ class _Section:
 
 def _read_section_table(data: bytes) -> tuple[list[_Section], int]:
     """Validate the header and section table; returns the sections and the header length."""
-    if len(data) < _HEADER.size + _CRC.size:
-        raise FormatError(f"file of {len(data)} bytes is too short for a header", offset=0)
-    magic, major, minor, count, flags = _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise FormatError("not an .epr file (bad magic)", offset=0)
-    # Magic and version are the only fields every major version keeps: check them first.
-    if major != VERSION_MAJOR:
-        raise FormatError(
-            f"unsupported format version {major}.{minor} (this reader reads 1.x)", offset=8
-        )
-    header_end = _HEADER.size + count * _ENTRY.size + _CRC.size
+    if data[:8] != MAGIC[: len(data)]:  # a short file that is not even a prefix of an .epr
+        raise FormatError("not an .epr file (bad magic)", offset=0, code="bad-magic")
+    if data[:8] == MAGIC and len(data) >= 12:  # every version keeps magic and version fields
+        major, minor = struct.unpack_from("<HH", data, 8)
+        if major != VERSION_MAJOR:
+            raise FormatError(
+                f"unsupported format version {major}.{minor} (this reader reads {VERSION_MAJOR}.x)",
+                offset=8,
+                code="unsupported-version",
+            )
+    reader = ByteReader(data)
+    header = HEADER.read(reader)
+    count, alignment = header["section_count"], header["alignment"]
+    header_end = HEADER.size + count * SECTION_ENTRY.size + _CRC.size
     if header_end > len(data):
         raise FormatError(
-            f"section table of {count} entries runs past the end of the file", offset=12
+            f"section table of {count} entries runs past the end of the file",
+            offset=12,
+            code="truncated",
         )
     if _CRC.unpack_from(data, header_end - 4)[0] != zlib.crc32(data[: header_end - 4]):
-        raise FormatError("header checksum mismatch", offset=header_end - 4)
-    if flags:
-        raise FormatError(f"reserved header flags {flags:#06x} are set", offset=14)
+        raise FormatError("header checksum mismatch", offset=header_end - 4, code="bad-checksum")
     sections, offset, seen = [], header_end, set()
-    for index in range(count):
-        entry_at = _HEADER.size + index * _ENTRY.size
-        tag, section_flags, length, crc = _ENTRY.unpack_from(data, entry_at)
-        if not all(0x21 <= byte <= 0x7E for byte in tag):
-            raise FormatError(f"section tag {tag!r} is not printable ASCII", offset=entry_at)
+    for _ in range(count):
+        entry_at = reader.offset
+        entry = SECTION_ENTRY.read(reader)
+        tag, length = entry["tag"], entry["length"]
         name = tag.decode("ascii")
         if tag in seen:
-            raise FormatError(f"section {name} appears twice", offset=entry_at)
-        seen.add(tag)
-        if section_flags & ~FLAG_REQUIRED:
             raise FormatError(
-                f"reserved flag bits {section_flags:#x} are set", section=name, offset=entry_at
+                f"section {name} appears twice", offset=entry_at, code="duplicate-section"
             )
+        seen.add(tag)
+        offset = _skip_padding(data, offset, alignment)
         if offset + length > len(data):
             raise FormatError(
-                f"{length} bytes run past the end of the file", section=name, offset=offset
+                f"{length} bytes run past the end of the file",
+                section=name,
+                offset=offset,
+                code="truncated",
             )
         body = data[offset : offset + length]
-        if zlib.crc32(body) != crc:
-            raise FormatError("checksum mismatch", section=name, offset=offset)
-        sections.append(_Section(tag, section_flags, offset, body))
+        if zlib.crc32(body) != entry["crc"]:
+            raise FormatError("checksum mismatch", section=name, offset=offset, code="bad-checksum")
+        sections.append(_Section(tag, entry["flags"], offset, body))
         offset += length
     if offset != len(data):
-        raise FormatError(f"{len(data) - offset} bytes after the last section", offset=offset)
+        raise FormatError(
+            f"{len(data) - offset} bytes after the last section",
+            offset=offset,
+            code="trailing-bytes",
+        )
     return sections, header_end
+
+
+def _skip_padding(data: bytes, offset: int, alignment: int) -> int:
+    """The next section's start; the padding before it must be present and zero."""
+    end = offset + _padding(offset, alignment)
+    if end > len(data):
+        raise FormatError("file ends inside section padding", offset=offset, code="truncated")
+    if any(data[offset:end]):
+        raise FormatError("nonzero padding before a section", offset=offset, code="bad-padding")
+    return end
 
 
 def decode_container(
     data: bytes, *, source: str = "<bytes>", limits: ReadLimits = DEFAULT_LIMITS
 ) -> tuple[EprContents, SizeBreakdown]:
-    """Parse and fully validate an .epr file; any defect raises FormatError naming `source`."""
+    """Parse and fully validate an .epr file; the first defect is a FormatError naming `source`."""
     try:
-        return _decode(bytes(data), limits)
+        return _decode(bytes(data), limits, None)
     except FormatError as err:
-        located = FormatError(f"{source}: {err}")
-        located.section, located.offset = err.section, err.offset
-        raise located from err
+        raise err.located(source) from err
     except MemoryError as err:
-        raise FormatError(f"{source}: not enough memory to decode this file") from err
+        raise FormatError(
+            f"{source}: not enough memory to decode this file", code="limit-exceeded"
+        ) from err
 
 
-def _decode(data: bytes, limits: ReadLimits) -> tuple[EprContents, SizeBreakdown]:
+@dataclass
+class PartialRead:
+    """What a lenient read recovered: each core part, or None where it has a defect."""
+
+    manifest: dict | None = None
+    manifest_json: bytes | None = None  # the inflated manifest text, for the canonical check
+    graph: bytes | None = None
+    tensors: list[TensorRecord] | None = None
+    violations: list[FormatError] = field(default_factory=list)
+
+
+def find_violations(data: bytes, *, limits: ReadLimits = DEFAULT_LIMITS) -> PartialRead:
+    """Every defect the reader can find: the header's, then each core section's on its own.
+
+    A defect ends the reading of its own part only, so one report lists the problems of the
+    manifest, the graph bytes and the tensor records together; no violations means the
+    container decodes.
+    """
+    result = PartialRead()
+    try:
+        _decode(bytes(data), limits, result)
+    except FormatError as err:
+        if not any(err is found for found in result.violations):
+            result.violations.append(err)
+    except MemoryError:
+        result.violations.append(
+            FormatError("not enough memory to decode this file", code="limit-exceeded")
+        )
+    return result
+
+
+def _decode(
+    data: bytes, limits: ReadLimits, partial: PartialRead | None
+) -> tuple[EprContents, SizeBreakdown]:
+    """Decode `data`; given `partial`, record each core part's defect or result and go on."""
     if len(data) > limits.max_file_bytes:
-        raise FormatError(f"file of {len(data)} bytes exceeds the limit {limits.max_file_bytes}")
-    sections, header_bytes = _read_section_table(data)
-    known = {TAG_META: None, TAG_GRAPH: None, TAG_TENSORS: None}
+        raise FormatError(
+            f"file of {len(data)} bytes exceeds the limit {limits.max_file_bytes}",
+            code="limit-exceeded",
+        )
+    sections, header_end = _read_section_table(data)
+    meta, graph, tens, unknown_bytes = _core_sections(sections)
+
+    def part(read: Callable[[], object]) -> object:
+        if partial is None:
+            return read()
+        try:
+            return read()
+        except FormatError as err:
+            partial.violations.append(err)
+        except MemoryError:
+            partial.violations.append(
+                FormatError("not enough memory for this section", code="limit-exceeded")
+            )
+        return None
+
+    manifest = part(lambda: _read_manifest(meta, limits))
+    graph_limit = limits.inflation_allowance(len(graph.data), limits.max_graph_bytes)
+    graph_bytes = part(lambda: _unzstd(graph, graph_limit, limits.max_zstd_window))
+    tensors = part(lambda: _read_tensors(tens, limits, ReadBudget(limits, len(data))))
+    if partial is not None:
+        partial.manifest, partial.manifest_json = manifest or (None, None)
+        partial.graph = graph_bytes
+        partial.tensors = tensors[0] if tensors else None
+        if partial.violations:
+            raise partial.violations[0]
+    records, sizes, record_framing = tensors
+    padding = len(data) - header_end - sum(len(section.data) for section in sections)
+    breakdown = _breakdown(
+        len(data),
+        header_end + padding,
+        len(meta.data),
+        len(graph.data),
+        record_framing + unknown_bytes,
+        sizes,
+    )
+    return EprContents(manifest=manifest[0], graph=graph_bytes, tensors=records), breakdown
+
+
+def canonical_manifest(manifest: dict) -> bytes:
+    """The manifest text a producer must write (spec: sorted keys, no spaces, UTF-8)."""
+    return _manifest_json(manifest)
+
+
+def _core_sections(sections: list[_Section]) -> tuple[_Section, _Section, _Section, int]:
+    """META, GRPH and TENS, each present and required; unknown optional sections skipped."""
+    known: dict[bytes, _Section | None] = {TAG_META: None, TAG_GRAPH: None, TAG_TENSORS: None}
     unknown_bytes = 0
     for section in sections:
         name = section.tag.decode("ascii")
         if section.tag in known:
             if not section.flags & FLAG_REQUIRED:
                 raise FormatError(
-                    "core section lacks the required flag", section=name, offset=section.offset
+                    "core section lacks the required flag",
+                    section=name,
+                    offset=section.offset,
+                    code="missing-section",
                 )
             known[section.tag] = section
         elif section.flags & FLAG_REQUIRED:
             raise FormatError(
-                f"unknown required section {name}", section=name, offset=section.offset
+                f"unknown required section {name}",
+                section=name,
+                offset=section.offset,
+                code="unknown-required-section",
             )
         else:
             unknown_bytes += len(section.data)
     for tag, section in known.items():
         if section is None:
-            raise FormatError(f"required section {tag.decode()} is missing")
+            raise FormatError(f"required section {tag.decode()} is missing", code="missing-section")
+    return known[TAG_META], known[TAG_GRAPH], known[TAG_TENSORS], unknown_bytes
 
-    def failure(section: _Section) -> Callable[[str], FormatError]:
-        return lambda message: FormatError(
-            message, section=section.tag.decode(), offset=section.offset
-        )
 
-    meta, graph, tens = known[TAG_META], known[TAG_GRAPH], known[TAG_TENSORS]
-    manifest_json = _unzstd(
-        meta.data, limits.max_manifest_bytes, limits.max_zstd_window, failure(meta)
-    )
-    manifest = _parse_manifest(manifest_json, failure(meta))
-    graph_bytes = _unzstd(
-        graph.data, limits.max_graph_bytes, limits.max_zstd_window, failure(graph)
-    )
+def _read_manifest(meta: _Section, limits: ReadLimits) -> tuple[dict, bytes]:
+    limit = limits.inflation_allowance(len(meta.data), limits.max_manifest_bytes)
+    text = _unzstd(meta, limit, limits.max_zstd_window)
+    return _parse_manifest(text, _failure(meta)), text
 
+
+def _read_tensors(
+    tens: _Section, limits: ReadLimits, budget: ReadBudget
+) -> tuple[list[TensorRecord], list[TensorSize], int]:
     reader = ByteReader(tens.data, section="TENS", base=tens.offset)
     record_count = reader.read_uvarint("record count")
     records, sizes, names = [], [], set()
-    elements_left = limits.max_total_elements
     for _ in range(record_count):
         at = reader.offset
-        record, size = _read_record(reader, limits, elements_left)
-        elements_left -= math.prod(record.shape)
+        if not reader.remaining:  # a record takes at least a byte: count must not outrun data
+            raise reader.error(
+                f"truncated: {record_count} records declared, {len(records)} present",
+                code="truncated",
+            )
+        record, size = _read_record(reader, limits, budget)
         if record.name in names:
             raise FormatError(
-                f"tensor name {record.name!r} appears twice", section="TENS", offset=at
+                f"tensor name {record.name!r} appears twice",
+                section="TENS",
+                offset=at,
+                code="duplicate-name",
             )
         names.add(record.name)
         records.append(record)
         sizes.append(size)
     if reader.remaining:
-        raise reader.error(f"{reader.remaining} bytes after the last record")
-    framing = len(uvarint(record_count)) + unknown_bytes
-    breakdown = _breakdown(len(data), header_bytes, len(meta.data), len(graph.data), framing, sizes)
-    return EprContents(manifest=manifest, graph=graph_bytes, tensors=records), breakdown
+        raise reader.error(f"{reader.remaining} bytes after the last record", code="trailing-bytes")
+    return records, sizes, len(uvarint(record_count))
+
+
+def _failure(section: _Section) -> Callable[..., FormatError]:
+    """Errors of one compressed section, located at its first byte."""
+    return lambda message, code="bad-zstd": FormatError(
+        message, section=section.tag.decode(), offset=section.offset, code=code
+    )
 
 
 # --- files and weights ----------------------------------------------------------------------
@@ -590,17 +723,22 @@ def read_epr(
     path: str | os.PathLike, *, limits: ReadLimits = DEFAULT_LIMITS
 ) -> tuple[EprContents, SizeBreakdown]:
     """Read and decode a file; I/O problems are EprError, content problems FormatError."""
+    return decode_container(read_bounded(path, limits), source=str(path), limits=limits)
+
+
+def read_bounded(path: str | os.PathLike, limits: ReadLimits = DEFAULT_LIMITS) -> bytes:
+    """A file's bytes, refused from its size alone when it exceeds `limits.max_file_bytes`."""
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size > limits.max_file_bytes:
                 raise FormatError(
-                    f"{path}: file of {size} bytes exceeds the limit {limits.max_file_bytes}"
+                    f"{path}: file of {size} bytes exceeds the limit {limits.max_file_bytes}",
+                    code="limit-exceeded",
                 )
-            data = handle.read()
+            return handle.read()
     except OSError as err:
         raise EprError(f"cannot read {path}: {err.strerror or err}") from err
-    return decode_container(data, source=str(path), limits=limits)
 
 
 def write_epr(path: str | os.PathLike, contents: EprContents) -> SizeBreakdown:

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eprpipe.bitio import ByteReader, svarint, uvarint
-from eprpipe.tables import MANTISSAS, MAX_ALPHABET, MIN_ALPHABET, Table, read_range
+from eprpipe.bitio import ByteReader
+from eprpipe.structures import FILLER_DECAY, GEOMETRIC_GROUP, MAX_ZERO_LEVEL, geometric_sides
+from eprpipe.syntax import Context
+from eprpipe.tables import MANTISSAS, Table
 
 UNIT = 1 << 30  # g_1: the weight of the values +-1
-ZERO_MANTISSAS = MANTISSAS[4]
-MAX_ZERO_LEVEL = 80  # w(0) up to 2**20 * UNIT = 2**50
-FILLER_DECAY = 0x80  # the decay byte of a side on which no weight depends
+ZERO_MANTISSAS = MANTISSAS[4]  # w(0) up to 2**20 * UNIT = 2**50 at MAX_ZERO_LEVEL
 DECAYS = np.arange(1, 256, dtype=np.int64)
 
 
@@ -54,28 +54,6 @@ def distance_weights(decay: int, distances: np.ndarray) -> np.ndarray:
     return _all_distance_weights()[decay - 1, _column(np.asarray(distances))]
 
 
-def _sides(lo: int, size: int) -> tuple[bool, bool]:
-    """Whether any weight depends on decay_pos, and on decay_neg: a value at distance >= 2."""
-    return lo + size - 1 >= 2, lo <= -2
-
-
-def parameter_problem(
-    lo: int, size: int, zero_level: int, decay_pos: int, decay_neg: int
-) -> tuple[int, str] | None:
-    """The first parameter (0 zero level, 1 decay_pos, 2 decay_neg) that is invalid, and why."""
-    if zero_level > MAX_ZERO_LEVEL:
-        return 0, f"zero level {zero_level} outside 0..{MAX_ZERO_LEVEL}"
-    if zero_level and not lo <= 0 < lo + size:
-        return 0, f"zero level {zero_level} for a range without 0; must be 0"
-    named = zip(("positive", "negative"), (decay_pos, decay_neg), _sides(lo, size), strict=True)
-    for index, (name, decay, used) in enumerate(named, start=1):
-        if used and not 1 <= decay <= 255:
-            return index, f"{name} decay {decay} outside 1..255"
-        if not used and decay != FILLER_DECAY:
-            return index, f"{name} decay {decay:#04x} on which no weight depends; must be 0x80"
-    return None
-
-
 @dataclass(frozen=True, eq=False)
 class GeometricTable(Table):
     """w(0) from `zero_level`; w(+-d) = g_d under the side's decay m, ratio m/256 per step."""
@@ -87,13 +65,17 @@ class GeometricTable(Table):
     decay_neg: int
 
     def __post_init__(self) -> None:
-        if not MIN_ALPHABET <= self.size <= MAX_ALPHABET:
-            raise ValueError(f"alphabet size {self.size} outside {MIN_ALPHABET}..{MAX_ALPHABET}")
-        problem = parameter_problem(
-            self.lo, self.size, self.zero_level, self.decay_pos, self.decay_neg
-        )
-        if problem:
-            raise ValueError(problem[1])
+        if problem := GEOMETRIC_GROUP.problem(self.fields()):
+            raise ValueError(problem)
+
+    def fields(self) -> Context:
+        return {
+            "lo": self.lo,
+            "alphabet_size": self.size,
+            "zero_level": self.zero_level,
+            "decay_pos": self.decay_pos,
+            "decay_neg": self.decay_neg,
+        }
 
     @property
     def alphabet_size(self) -> int:
@@ -109,19 +91,19 @@ class GeometricTable(Table):
 
     def encode(self) -> bytes:
         """Serialized table: lo, A, then the zero level and the two decays, one byte each."""
-        parameters = bytes([self.zero_level, self.decay_pos, self.decay_neg])
-        return svarint(self.lo) + uvarint(self.size) + parameters
+        return GEOMETRIC_GROUP.write(self.fields())
 
 
 def read_geometric(reader: ByteReader) -> GeometricTable:
-    """Parse and validate a serialized geometric table; every defect is a FormatError."""
-    lo, size = read_range(reader)
-    at = reader.offset
-    parameters = reader.read_bytes(3, "geometric table parameters")
-    problem = parameter_problem(lo, size, *parameters)
-    if problem:
-        raise reader.error(problem[1], at=at + problem[0])
-    return GeometricTable(lo, size, *parameters)
+    """Parse a geometric table; GEOMETRIC_GROUP's rules reject every invalid parameter."""
+    fields = GEOMETRIC_GROUP.read(reader)
+    return GeometricTable(
+        fields["lo"],
+        fields["alphabet_size"],
+        fields["zero_level"],
+        fields["decay_pos"],
+        fields["decay_neg"],
+    )
 
 
 @dataclass(frozen=True)
@@ -178,7 +160,7 @@ def fit_geometric(counts: np.ndarray, lo: int) -> GeometricTable:
     counts = np.asarray(counts, dtype=np.int64)
     size = len(counts)
     values = lo + np.arange(size, dtype=np.int64)
-    used = _sides(lo, size)
+    used = geometric_sides(lo, size)
     axes = [
         _zero_axis(int(counts[values == 0].sum()), lo <= 0 < lo + size),
         _side_axis(counts[values > 0], values[values > 0], used[0]),

@@ -26,12 +26,14 @@ from eprpipe.coding import (
     read_words,
     stream_bytes,
 )
+from eprpipe.limits import ReadBudget
+from eprpipe.structures import COLUMN_MASK, PER_FREQUENCY, ROW_MASK, layout_problem
 
 
 class Layout(IntFlag):
-    PER_FREQUENCY = 1  # rdft only: kh*kw groups of r*c latents instead of one group
-    ROW_MASK = 2
-    COLUMN_MASK = 4
+    PER_FREQUENCY = PER_FREQUENCY  # rdft only: kh*kw groups of r*c latents instead of one
+    ROW_MASK = ROW_MASK
+    COLUMN_MASK = COLUMN_MASK
 
 
 _MASKS = ((Layout.ROW_MASK, "row"), (Layout.COLUMN_MASK, "column"))
@@ -73,8 +75,8 @@ class CodedLatents:
         return self.framing_bytes + self.table_bytes + self.latent_bytes
 
     def encode(self) -> bytes:
-        headers = b"".join(group.encode() for group in self.all_groups)
-        return bytes([self.layout]) + headers + self._stream
+        """Group headers and the stream; the layout byte belongs to the record body."""
+        return b"".join(group.encode() for group in self.all_groups) + self._stream
 
     @property
     def label(self) -> str:
@@ -87,19 +89,8 @@ class CodedLatents:
         return ", ".join(parts)
 
 
-def _layout_problem(value: int, shape: tuple[int, ...], rdft: bool) -> str | None:
-    """Why a layout byte is invalid for a record, or None when it is valid."""
-    if value & ~0b111:
-        return f"reserved layout bits {value:#04x} are set"
-    if value & Layout.PER_FREQUENCY and not rdft:
-        return "per-frequency grouping (layout bit 0) in a scalar record"
-    if value & (Layout.ROW_MASK | Layout.COLUMN_MASK) and not (len(shape) >= 2 and all(shape)):
-        return f"row/column masks need ndim >= 2 and no zero dim, shape is {shape}"
-    return None
-
-
 def allowed_layouts(shape: tuple[int, ...], rdft: bool) -> list[Layout]:
-    return [Layout(value) for value in range(8) if _layout_problem(value, shape, rdft) is None]
+    return [Layout(value) for value in range(8) if layout_problem(value, shape, rdft) is None]
 
 
 def _nonzero_along(array: np.ndarray, axis: int) -> np.ndarray:
@@ -153,20 +144,19 @@ class _Mask:
 
 
 def read_latents(
-    reader: ByteReader, shape: tuple[int, ...], rdft: bool, name: str
+    reader: ByteReader,
+    shape: tuple[int, ...],
+    rdft: bool,
+    name: str,
+    layout: Layout,
+    budget: ReadBudget,
 ) -> tuple[CodedLatents, np.ndarray]:
-    """Parse a layout byte, its group headers and the shared words; decode the latents of `shape`.
+    """Parse the group headers of a (validated) `layout` and the shared words; decode the latents.
 
     The latent groups' symbol counts depend on the masks, so the masks are decoded first from
     the same stream. Every count is bounded by the record's element count, which the caller has
     bounded: masks need every dim >= 1, so neither axis is longer than numel.
     """
-    at = reader.offset
-    value = reader.read_u8("layout")
-    problem = _layout_problem(value, shape, rdft)
-    if problem:
-        raise reader.error(f"{name!r}: {problem}", at=at)
-    layout = Layout(value)
     per_frequency = bool(layout & Layout.PER_FREQUENCY)
     mask_axes = [axis for axis, (flag, _) in enumerate(_MASKS) if layout & flag]
     group_count = len(mask_axes) + (shape[2] * shape[3] if per_frequency else 1)
@@ -174,6 +164,8 @@ def read_latents(
     for _ in range(group_count):
         offsets.append(reader.offset)
         headers.append(read_group(reader))
+        if headers[-1].table is not None:  # before any model of that size is built
+            budget.charge_table(headers[-1].table.alphabet_size, reader.section, offsets[-1])
     words_at = reader.offset
     words = read_words(reader) if needs_stream(headers) else np.zeros(0, dtype=np.uint32)
     stream = StreamDecoder(reader, words, words_at)
@@ -184,7 +176,9 @@ def read_latents(
         mask = stream.decode(group, shape[axis], offset)
         if ((mask != 0) & (mask != 1)).any():
             axis_name = _MASKS[axis][1]
-            raise reader.error(f"{name!r}: {axis_name} mask holds a symbol not 0 or 1", at=offset)
+            raise reader.error(
+                f"{name!r}: {axis_name} mask holds a symbol not 0 or 1", at=offset, code="bad-mask"
+            )
         masks.append(_Mask(axis, np.flatnonzero(mask), offset))
         mask_values.append(mask)
         sub_shape[axis] = masks[-1].active.size
@@ -221,6 +215,7 @@ def _expand(
                 f"{name!r}: {_MASKS[mask.axis][1]} {mask.active[empty[0]]} is marked active "
                 "but holds no non-zero latent",
                 at=mask.offset,
+                code="bad-mask",
             )
     if not masks:
         return np.asarray(sub, order="C")

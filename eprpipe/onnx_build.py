@@ -8,6 +8,7 @@ the model was trained with, and records in the model's metadata how to feed it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import numpy as np
 import onnx
@@ -20,13 +21,20 @@ from eprpipe.errors import FormatError
 NORMALIZED_INPUT = "input_normalized"
 
 
+ALLOWED_DOMAINS = frozenset({"", "ai.onnx"})
+
+
+def _graph_error(message: str, code: str) -> FormatError:
+    return FormatError(message, section="GRPH", code=code)
+
+
 def _reject_external_data(message: Message, path: str) -> None:
     """Refuse any tensor that points at external data, anywhere, before onnx can open a file."""
     if isinstance(message, onnx.TensorProto) and (
         message.data_location == onnx.TensorProto.EXTERNAL or len(message.external_data) > 0
     ):
-        raise FormatError(
-            f"ONNX tensor {message.name!r} at {path} refers to external data", section="GRPH"
+        raise _graph_error(
+            f"ONNX tensor {message.name!r} at {path} refers to external data", "external-data"
         )
     for field, value in message.ListFields():
         if field.type != field.TYPE_MESSAGE:
@@ -38,20 +46,50 @@ def _reject_external_data(message: Message, path: str) -> None:
                 _reject_external_data(item, f"{path}.{field.name}[{index}]")
 
 
+def _nodes(graph: onnx.GraphProto, path: str) -> Iterator[tuple[onnx.NodeProto, str]]:
+    """Every node of `graph` and of its subgraphs, with where it sits."""
+    for index, node in enumerate(graph.node):
+        where = f"{path}.node[{index}]"
+        yield node, where
+        for attribute in node.attribute:
+            subgraphs = [attribute.g] if attribute.HasField("g") else []
+            for number, subgraph in enumerate([*subgraphs, *attribute.graphs]):
+                yield from _nodes(subgraph, f"{where}.{attribute.name}[{number}]")
+
+
+def _check_profile(model: onnx.ModelProto) -> None:
+    """The subset of ONNX the spec allows: standard operators only, no functions or training."""
+    for opset in model.opset_import:
+        if opset.domain not in ALLOWED_DOMAINS:
+            raise _graph_error(
+                f"ONNX operator domain {opset.domain!r} is not allowed", "graph-domain"
+            )
+    for node, where in _nodes(model.graph, "graph"):
+        if node.domain not in ALLOWED_DOMAINS:
+            raise _graph_error(
+                f"ONNX node {node.op_type!r} at {where} is in domain {node.domain!r}, "
+                "which is not allowed",
+                "graph-domain",
+            )
+    if len(model.functions):
+        raise _graph_error(
+            "ONNX model defines local functions, which are not allowed", "graph-domain"
+        )
+    if len(model.training_info):
+        raise _graph_error(
+            "ONNX model holds training information, which is not allowed", "graph-domain"
+        )
+
+
 def parse_graph(graph: bytes) -> onnx.ModelProto:
     """Parse the container's graph bytes without touching the filesystem."""
     model = onnx.ModelProto()
     try:
         model.ParseFromString(graph)
-    except DecodeError as error:
-        raise FormatError(f"ONNX graph does not parse: {error}", section="GRPH") from None
+    except (DecodeError, RecursionError) as error:
+        raise _graph_error(f"ONNX graph does not parse: {error}", "graph-parse") from None
     _reject_external_data(model, "model")
-    allowed = {"", "ai.onnx"}
-    for opset in model.opset_import:
-        if opset.domain not in allowed:
-            raise FormatError(
-                f"ONNX operator domain {opset.domain!r} is not allowed", section="GRPH"
-            )
+    _check_profile(model)
     return model
 
 
@@ -63,23 +101,44 @@ def _fill_weights(model: onnx.ModelProto, contents: EprContents) -> None:
             continue
         weights = decode_weights(record)
         if tuple(initializer.dims) != weights.shape:
-            raise FormatError(
+            raise _graph_error(
                 f"tensor {record.name!r} has shape {weights.shape} in TENS but "
                 f"{tuple(initializer.dims)} in the graph",
-                section="GRPH",
+                "graph-mismatch",
             )
-        expected = helper.tensor_dtype_to_np_dtype(initializer.data_type)
+        try:
+            expected = helper.tensor_dtype_to_np_dtype(initializer.data_type)
+        except KeyError:
+            raise _graph_error(
+                f"graph initializer {record.name!r} has unknown data type {initializer.data_type}",
+                "graph-mismatch",
+            ) from None
         if weights.dtype != expected:
-            raise FormatError(
+            raise _graph_error(
                 f"tensor {record.name!r} decodes to {weights.dtype} but the graph wants {expected}",
-                section="GRPH",
+                "graph-mismatch",
+            )
+        if _stores_data(initializer):
+            raise _graph_error(
+                f"graph initializer {record.name!r} carries data as well as a TENS record",
+                "graph-mismatch",
             )
         initializer.CopyFrom(numpy_helper.from_array(weights, initializer.name))
 
 
+_DATA_FIELDS = (
+    "raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
+    "string_data",
+)  # fmt: skip
+
+
+def _stores_data(tensor: onnx.TensorProto) -> bool:
+    return any(len(getattr(tensor, field)) for field in _DATA_FIELDS)
+
+
 def _has_data(tensor: onnx.TensorProto) -> bool:
-    fields = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data")
-    return any(len(getattr(tensor, field)) for field in fields) or 0 in tensor.dims
+    """Holds its values: stored ones, or none needed (an empty tensor)."""
+    return _stores_data(tensor) or 0 in tensor.dims
 
 
 def _prepend_normalization(model: onnx.ModelProto, mean: list[float], std: list[float]) -> None:
@@ -107,6 +166,30 @@ def _prepend_normalization(model: onnx.ModelProto, mean: list[float], std: list[
     graph.node.extend([*nodes, *existing])
 
 
+def _normalization(manifest: dict) -> tuple[list[float], list[float]] | None:
+    """The input normalization eprpipe's manifest asks for: per-channel mean and std, or None."""
+    spec = manifest.get("input")
+    normalization = spec.get("normalization") if isinstance(spec, dict) else None
+    if normalization is None:
+        return None
+    mean = normalization.get("mean") if isinstance(normalization, dict) else None
+    std = normalization.get("std") if isinstance(normalization, dict) else None
+    numbers = (int, float)
+    if not (
+        isinstance(mean, list)
+        and isinstance(std, list)
+        and 1 <= len(mean) == len(std) <= 4096
+        and all(isinstance(v, numbers) and not isinstance(v, bool) for v in mean + std)
+        and all(np.isfinite(v) and v != 0 for v in std)
+    ):
+        raise FormatError(
+            "manifest input.normalization needs equal-length lists mean and std (std nonzero)",
+            section="META",
+            code="bad-manifest",
+        )
+    return mean, std
+
+
 def _metadata(contents: EprContents) -> dict[str, str]:
     manifest = contents.manifest
     entries = {
@@ -127,10 +210,17 @@ def build_onnx(contents: EprContents) -> onnx.ModelProto:
     _fill_weights(model, contents)
     empty = [init.name for init in model.graph.initializer if not _has_data(init)]
     if empty:
-        raise FormatError(f"graph initializers without data in TENS: {empty}", section="GRPH")
-    normalization = contents.manifest.get("input", {}).get("normalization")
+        raise _graph_error(f"graph initializers without data in TENS: {empty}", "graph-mismatch")
+    normalization = _normalization(contents.manifest)
     if normalization:
-        _prepend_normalization(model, normalization["mean"], normalization["std"])
+        if not model.graph.input:
+            raise _graph_error("the graph has no input to normalize", "graph-mismatch")
+        _prepend_normalization(model, *normalization)
     for key, value in _metadata(contents).items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        message = str(err).strip().splitlines()[0][:300]
+        raise _graph_error(f"ONNX checker: {message}", "graph-invalid") from None
     return model

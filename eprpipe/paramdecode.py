@@ -13,8 +13,8 @@ from decimal import Decimal, localcontext
 import numpy as np
 
 from eprpipe.errors import EprError
+from eprpipe.structures import LATENT_BOUND
 
-LATENT_BOUND = 1 << 40  # |latent| below this keeps step * latent exact in float64
 _PRECISION = 80  # decimal digits carried; the brief's floor is 60
 
 

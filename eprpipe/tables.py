@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from eprpipe.bitio import BitReader, BitWriter, ByteReader, svarint, unzigzag, uvarint, zigzag
+from eprpipe.bitio import BitReader, BitWriter, ByteReader, unzigzag, zigzag
 from eprpipe.errors import FormatError
+from eprpipe.structures import MAX_ALPHABET, MIN_ALPHABET, QTABLE_GROUP
 
 # round(4096 * 2**(j / r)) for j < r: weights step by a factor 2**(1/r) per level.
 MANTISSAS: dict[int, tuple[int, ...]] = {
@@ -25,10 +26,7 @@ MANTISSAS: dict[int, tuple[int, ...]] = {
     3: (4096, 5161, 6502),
     4: (4096, 4871, 5793, 6889),
 }
-MAX_ALPHABET = 1 << 20
 LEVELS_PER_OCTAVE_MAX = 30  # levels run 0..30*r: weights span 2**29
-MIN_ALPHABET = 2  # constriction's Categorical rejects fewer than two symbols
-MAX_LEVEL_CODE_BITS = 17  # Exp-Golomb code of zigzag(+-120) is 15 bits; bound with margin
 
 
 def max_level(resolution: int) -> int:
@@ -92,38 +90,23 @@ class QTable(Table):
         bits = BitWriter()
         bits.write_exp_golomb(zigzag(deltas))
         packed = bits.getvalue()
-        return (
-            svarint(self.lo)
-            + uvarint(self.alphabet_size)
-            + bytes([self.resolution])
-            + uvarint(len(packed))
-            + packed
+        return QTABLE_GROUP.write(
+            {
+                "lo": self.lo,
+                "alphabet_size": self.alphabet_size,
+                "resolution": self.resolution,
+                "levels_length": len(packed),
+                "levels": packed,
+            }
         )
 
 
-def read_range(reader: ByteReader) -> tuple[int, int]:
-    """A table's `lo` and alphabet size, the size checked against 2..2**20."""
-    lo = reader.read_svarint("table lo")
-    size = reader.read_uvarint("alphabet size")
-    if not MIN_ALPHABET <= size <= MAX_ALPHABET:
-        raise reader.error(f"alphabet size {size} outside {MIN_ALPHABET}..{MAX_ALPHABET}")
-    return lo, size
-
-
 def read_qtable(reader: ByteReader) -> QTable:
-    """Parse and validate a serialized table; every defect is a FormatError."""
+    """Parse a table (QTABLE_GROUP checks each field), then decode and check its levels."""
     start = reader.offset
-    lo, size = read_range(reader)
-    resolution = reader.read_u8("table resolution")
-    if resolution not in MANTISSAS:
-        raise reader.error(f"table resolution {resolution} not in 1..4")
-    length = reader.read_uvarint("level string length")
-    if length > (size * MAX_LEVEL_CODE_BITS + 7) // 8:
-        raise reader.error(f"level string of {length} bytes is too long for {size} symbols")
-    packed_at = reader.offset
-    bits = BitReader(
-        reader.read_bytes(length, "level string"), section=reader.section, base=packed_at
-    )
+    fields = QTABLE_GROUP.read(reader)
+    size, resolution, packed = fields["alphabet_size"], fields["resolution"], fields["levels"]
+    bits = BitReader(packed, section=reader.section, base=reader.offset - len(packed))
     levels = np.empty(size, dtype=np.uint8)
     level = 0
     limit = max_level(resolution)
@@ -134,8 +117,10 @@ def read_qtable(reader: ByteReader) -> QTable:
         levels[index] = level
     bits.finish()
     if not levels.any():
-        raise FormatError("all levels are zero", section=reader.section, offset=start)
-    return QTable(lo=lo, resolution=resolution, levels=levels)
+        raise FormatError(
+            "all levels are zero", section=reader.section, offset=start, code="bad-levels"
+        )
+    return QTable(lo=fields["lo"], resolution=resolution, levels=levels)
 
 
 def fit_table(symbol_counts: np.ndarray, *, resolution: int = 4, lo: int = 0) -> QTable:

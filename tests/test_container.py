@@ -111,10 +111,15 @@ def split_sections(data: bytes) -> list[tuple[bytes, int, bytes]]:
 
 
 def assemble(
-    sections: list[tuple[bytes, int, bytes]], *, major: int = 1, minor: int = 0, flags: int = 0
+    sections: list[tuple[bytes, int, bytes]],
+    *,
+    major: int = 1,
+    minor: int = 0,
+    alignment: int = 0,
+    flags: int = 0,
 ) -> bytes:
-    """A file with correct checksums around arbitrary contents."""
-    header = container.MAGIC + struct.pack("<HHHH", major, minor, len(sections), flags)
+    """A file with correct checksums around arbitrary contents (no alignment padding)."""
+    header = container.MAGIC + struct.pack("<HHHBB", major, minor, len(sections), alignment, flags)
     for tag, section_flags, body in sections:
         header += struct.pack("<4sIII", tag, section_flags, len(body), zlib.crc32(body))
     header += struct.pack("<I", zlib.crc32(header))
@@ -576,9 +581,10 @@ def test_format_errors_name_source_section_and_offset() -> None:
     tens_offset = len(data) - len(split_sections(data)[2][2])
     with pytest.raises(FormatError) as info:
         decode_container(with_tensors(record(b"w", 7, (), b"")), source="model.epr")
-    assert str(info.value).startswith("model.epr: 'w': unknown record kind 7")
+    assert str(info.value).startswith("model.epr: unknown record kind 7")
     assert info.value.section == "TENS"
-    assert info.value.offset == tens_offset + 4
+    assert info.value.offset == tens_offset + 3  # count, name length, name, then the kind
+    assert info.value.code == "unknown-record-kind"
     assert "section TENS" in str(info.value)
 
 
@@ -586,9 +592,11 @@ def test_format_errors_name_source_section_and_offset() -> None:
     ("mutate", "message"),
     [
         (lambda d: b"\x89EPX" + d[4:], "bad magic"),
-        (lambda d: d[:10], "too short"),
+        (lambda d: d[:10], "truncated version_minor"),
         (lambda d: assemble(split_sections(d), major=2, minor=3), "version 2.3"),
         (lambda d: assemble(split_sections(d), flags=4), "reserved header flags"),
+        (lambda d: assemble(split_sections(d), alignment=13), "alignment 13 outside 0..12"),
+        (lambda d: assemble(split_sections(d), alignment=3), "padding"),
         (
             lambda d: assemble([(t, f | 2, b) for t, f, b in split_sections(d)]),
             "reserved flag bits",
@@ -722,11 +730,11 @@ def test_manifest_and_graph_size_limits() -> None:
         (uvarint(1) + uvarint(0), "name length 0"),
         (uvarint(1) + record(b"\xff", 0, (), b"\x01" + bytes(4)), "UTF-8"),
         (uvarint(1) + record(b"w", 3, (), b""), "unknown record kind 3"),
-        (uvarint(1) + b"\x01w\x01\x09", "9 dims"),
+        (uvarint(1) + b"\x01w\x01\x09", "ndim 9 outside"),
         (uvarint(1) + record(b"w", 1, (1 << 20, 1 << 20), STEP + ZEROS), "exceeds"),
         (uvarint(1) + record(b"w", 1, (0, 1 << 40), STEP + ZEROS), "exceeds"),
         (uvarint(1) + record(b"w", 0, (2,), b"\x0a"), "unknown dtype code 10"),
-        (uvarint(1) + record(b"w", 0, (3,), b"\x01" + bytes(11)), "truncated raw"),
+        (uvarint(1) + record(b"w", 0, (3,), b"\x01" + bytes(11)), "truncated data"),
         (uvarint(1) + record(b"w", 0, (2,), b"\x08\x01\x02"), "bool"),
         (uvarint(1) + record(b"w", 1, (2,), b"\x00\x7c" + ZEROS), "not finite"),
         (uvarint(1) + record(b"w", 1, (2,), b"\x00\x7e" + ZEROS), "not finite"),
@@ -751,7 +759,7 @@ def test_element_limits_stop_tiny_files_that_declare_huge_tensors() -> None:
     )
     limits = ReadLimits(max_tensor_elements=10**6, max_total_elements=10**6)
     assert decode_container(with_section(small_file(), b"TENS", one), limits=limits)
-    with pytest.raises(FormatError, match="more than 1000000 elements"):
+    with pytest.raises(FormatError, match="'b': 600000 elements, more than the 400000 left"):
         decode_container(with_section(small_file(), b"TENS", two), limits=limits)
     with pytest.raises(FormatError, match="exceeds 999999 elements"):
         decode_container(

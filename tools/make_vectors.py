@@ -1,0 +1,686 @@
+"""Build the format's test vectors under spec/vectors/ (spec/FORMAT.md, "Test vectors").
+
+    python tools/make_vectors.py            # check: regenerate in memory, compare with the files
+    python tools/make_vectors.py --write    # rewrite the files (format changes only)
+
+Valid vectors are small files that exercise every part of the format; `vectors.json` lists the
+tensors each must decode to. Each invalid vector breaks exactly one rule of a valid file (with
+every checksum fixed, so the defect reaches the rule) and names the error code, section and
+offset a consumer must report. Everything is built from integer formulas and onnx.helper, so
+the generator needs no torch and no random numbers. Old vectors must keep decoding with every
+later version: rewrite them only for a deliberate format change, and say so in the spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import zstandard
+from onnx import TensorProto, helper
+
+from eprpipe.bitio import ByteReader, svarint, uvarint
+from eprpipe.coding import CodedGroup, GroupKind, encode_stream, stream_bytes
+from eprpipe.container import (
+    EprContents,
+    RdftDecoder,
+    ScalarDecoder,
+    TensorRecord,
+    decode_container,
+    decode_weights,
+    encode_container,
+)
+from eprpipe.structures import (
+    FLAG_REQUIRED,
+    HEADER,
+    MAGIC,
+    SCALAR_BODY,
+    SECTION_ENTRY,
+    VERSION_MAJOR,
+)
+from eprpipe.tables import QTable
+from eprpipe.validate import validate_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+VECTORS = ROOT / "spec" / "vectors"
+MAX_LISTED_VALUES = 64
+
+
+# --- deterministic content ------------------------------------------------------------------
+
+
+def mixed(count: int, salt: int) -> np.ndarray:
+    """`count` well-mixed uint64 values (the splitmix64 finalizer): reproducible anywhere."""
+    x = np.arange(count, dtype=np.uint64) + np.uint64(salt * 0x9E3779B97F4A7C15 % (1 << 64))
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def spike_slab(shape: tuple[int, ...], salt: int, spread: int = 4) -> np.ndarray:
+    """Integer latents: half zero, half spread over -spread..spread, more often near 0."""
+    x = mixed(int(np.prod(shape)), salt)
+    a = (x >> np.uint64(8)) % np.uint64(spread + 1)
+    b = (x >> np.uint64(24)) % np.uint64(spread + 1)
+    magnitude = np.minimum(a, b).astype(np.int64)  # triangular: small values are likelier
+    sign = np.where((x >> np.uint64(40)) % np.uint64(2) == 0, 1, -1)
+    return np.where(x % np.uint64(2) == 0, sign * magnitude, 0).reshape(shape)
+
+
+def dense_graph(inputs: int, outputs: int, weight: str, bias: str) -> bytes:
+    """Y = X W^T + b with W and b as data-less initializers the TENS records fill."""
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", weight, bias], ["y"], transB=1)],
+        "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", outputs])],
+        initializer=[_weightless(weight, (outputs, inputs)), _weightless(bias, (outputs,))],
+    )
+    return _model(graph)
+
+
+def conv_graph(weight: str, shape: tuple[int, int, int, int]) -> bytes:
+    """Y = conv(X, W), 'same' padding; W a data-less initializer."""
+    out, inp, kh, kw = shape
+    node = helper.make_node("Conv", ["x", weight], ["y"], pads=[kh // 2, kw // 2] * 2)
+    graph = helper.make_graph(
+        [node],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", inp, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", out, 8, 8])],
+        initializer=[_weightless(weight, shape)],
+    )
+    return _model(graph)
+
+
+def identity_graph(tensors: dict[str, tuple[int, tuple[int, ...]]]) -> bytes:
+    """Every named initializer copied to an output: a graph that uses raw tensors of any type."""
+    names = sorted(tensors)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [name], [f"out_{name}"]) for name in names],
+        "identity",
+        [],
+        [helper.make_tensor_value_info(f"out_{n}", tensors[n][0], tensors[n][1]) for n in names],
+        initializer=[_weightless(n, tensors[n][1], tensors[n][0]) for n in names],
+    )
+    return _model(graph)
+
+
+def _weightless(name: str, dims: tuple[int, ...], dtype: int = TensorProto.FLOAT) -> TensorProto:
+    tensor = TensorProto(name=name, data_type=dtype)
+    tensor.dims.extend(dims)
+    return tensor
+
+
+def _model(graph: onnx.GraphProto) -> bytes:
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 20)], producer_name="eprpipe-vectors"
+    )
+    model.ir_version = 10
+    return model.SerializeToString()
+
+
+def scalar(name: str, latents: np.ndarray, step: float = 0.03125) -> TensorRecord:
+    latents = np.asarray(latents, dtype=np.int64)
+    return TensorRecord(name, latents.shape, "float32", ScalarDecoder(step), latents, None)
+
+
+def raw(name: str, values: np.ndarray) -> TensorRecord:
+    return TensorRecord(name, values.shape, values.dtype.name, None, None, values)
+
+
+# --- valid vectors --------------------------------------------------------------------------
+
+
+def dense_masks() -> bytes:
+    """Scalar record with row and column masks and a QTABLE; raw float32 bias."""
+    latents = np.zeros((24, 24), dtype=np.int64)
+    rows, cols = [1, 4, 5, 9, 13, 17, 20, 22], [0, 3, 7, 8, 12, 15, 19, 23]
+    x = mixed(64, 1)
+    sign = np.where(x % np.uint64(2) == 0, 1, -1)
+    dead_zone = sign * (3 + (x >> np.uint64(8)) % np.uint64(3)).astype(np.int64)
+    latents[np.ix_(rows, cols)] = dead_zone.reshape(8, 8)  # +-3..5: GEOMETRIC cannot fit it
+    bias = (np.arange(24, dtype=np.float32) - 12) / 8
+    contents = EprContents(
+        {"architecture": "dense-masks", "producer": "eprpipe test vectors"},
+        dense_graph(24, 24, "fc.weight", "fc.bias"),
+        [scalar("fc.weight", latents, 0.0625), raw("fc.bias", bias)],
+    )
+    return _expect(encode_container(contents), "fc.weight", "row mask", "column mask", "qtable")
+
+
+def _expect(encoded: tuple[bytes, object], name: str, *features: str) -> bytes:
+    """The file, after checking the writer chose the layout and tables the vector is for."""
+    data, sizes = encoded
+    label = next(t.table_kinds for t in sizes.tensors if t.name == name)
+    missing = [feature for feature in features if feature not in label]
+    if missing:
+        raise SystemExit(f"{name} is coded as {label!r}, lacks {missing}")
+    return data
+
+
+def conv_rdft() -> bytes:
+    """RDFT record (3x3 kernels), one group per frequency: wide at low, narrow at high ones."""
+    shape = (16, 8, 3, 3)
+    spreads = np.array([[30, 8, 8], [8, 1, 1], [8, 1, 0]])  # the last frequency is all zero
+    latents = np.stack(
+        [spike_slab(shape[:2], 2 + f, int(spreads.flat[f])) for f in range(9)], axis=-1
+    ).reshape(shape)
+    steps = np.array([[0.5, 0.25, 0.25], [0.25, 0.125, 0.125], [0.25, 0.125, 0.0625]])
+    record = TensorRecord(
+        "conv.weight", shape, "float32", RdftDecoder(steps.astype(np.float16)), latents, None
+    )
+    contents = EprContents(
+        {"architecture": "conv-rdft"}, conv_graph("conv.weight", shape), [record]
+    )
+    return encode_container(contents)[0]
+
+
+RAW_VALUES = {
+    "t_float32": np.array([1.5, -0.0, 3.0e-39], np.float32),
+    "t_float16": np.array([[0.5, -2.0]], np.float16),
+    "t_float64": np.array([np.pi], np.float64),
+    "t_int64": np.array([-(2**62), 7], np.int64),
+    "t_int32": np.array([-5, 2**31 - 1], np.int32),
+    "t_int8": np.array([-128, 127], np.int8),
+    "t_uint8": np.array([0, 255], np.uint8),
+    "t_bool": np.array([True, False, True]),
+    "t_int16": np.array([-300, 300], np.int16),
+}
+
+
+def raw_dtypes() -> bytes:
+    """One raw record of every dtype code, plus a 0-d and an empty coded record."""
+    onnx_types = {
+        name: helper.np_dtype_to_tensor_dtype(values.dtype) for name, values in RAW_VALUES.items()
+    }
+    tensors = {name: (onnx_types[name], values.shape) for name, values in RAW_VALUES.items()}
+    tensors["scalar0d"] = (TensorProto.FLOAT, ())
+    tensors["empty"] = (TensorProto.FLOAT, (0, 5))
+    records = [raw(name, values) for name, values in RAW_VALUES.items()]
+    records += [scalar("scalar0d", np.array(-3), 0.5), scalar("empty", np.zeros((0, 5)))]
+    contents = EprContents({"architecture": "raw-dtypes"}, identity_graph(tensors), records)
+    return encode_container(contents)[0]
+
+
+def aligned_future_minor() -> bytes:
+    """Sections aligned to 16 bytes, minor version 7 and an unknown optional section."""
+    base = decode_container(dense_masks())[0]
+    data = encode_container(base, alignment=4)[0]
+    sections = split(data)
+    sections.insert(1, (b"XTRA", 0, b"a section a 1.0 reader skips"))
+    return assemble(sections, alignment=4, minor=7)
+
+
+VALID: dict[str, tuple[Callable[[], bytes], str]] = {
+    "dense-masks": (dense_masks, "scalar record with row and column masks, raw float32 bias"),
+    "conv-rdft": (conv_rdft, "rdft record of 3x3 kernels"),
+    "raw-dtypes": (raw_dtypes, "every raw dtype; a 0-d and an empty coded record"),
+    "aligned-future-minor": (
+        aligned_future_minor,
+        "alignment 4 (16 bytes), version 1.7, an unknown optional section XTRA",
+    ),
+}
+
+
+# --- file surgery ---------------------------------------------------------------------------
+
+Section = tuple[bytes, int, bytes]  # tag, flags, body
+
+
+def split(data: bytes) -> list[Section]:
+    """The sections of a valid file, padding dropped."""
+    header = HEADER.read(_reader(data))
+    count, align = header["section_count"], 1 << header["alignment"]
+    offset, sections = 20 + 16 * count, []
+    for index in range(count):
+        entry = SECTION_ENTRY.read(_reader(data[16 + 16 * index :]))
+        offset += -offset % align
+        sections.append((entry["tag"], entry["flags"], data[offset : offset + entry["length"]]))
+        offset += entry["length"]
+    return sections
+
+
+def _reader(data: bytes) -> ByteReader:
+    return ByteReader(data)
+
+
+def assemble(
+    sections: list[Section],
+    *,
+    alignment: int = 0,
+    minor: int = 0,
+    flags: int = 0,
+    major: int = VERSION_MAJOR,
+) -> bytes:
+    """A file around `sections` with correct checksums and zero padding."""
+    header = (
+        MAGIC + np.array([major, minor, len(sections)], "<u2").tobytes() + bytes([alignment, flags])
+    )
+    for tag, section_flags, body in sections:
+        header += tag + np.array([section_flags, len(body), zlib.crc32(body)], "<u4").tobytes()
+    header += np.array([zlib.crc32(header)], "<u4").tobytes()
+    out = bytearray(header)
+    for _, _, body in sections:
+        out += bytes(-len(out) % (1 << alignment)) + body
+    return bytes(out)
+
+
+def with_header_byte(data: bytes, offset: int, value: int) -> bytes:
+    """`data` with one header byte replaced and the header checksum fixed, nothing else."""
+    patched = bytearray(data)
+    patched[offset] = value
+    end = 20 + 16 * len(split(data))
+    patched[end - 4 : end] = np.array([zlib.crc32(bytes(patched[: end - 4]))], "<u4").tobytes()
+    return bytes(patched)
+
+
+def section_offset(data: bytes, tag: bytes) -> int:
+    """Where the body of section `tag` starts (alignment 0 files)."""
+    offset = 20 + 16 * len(split(data))
+    for name, _, body in split(data):
+        if name == tag:
+            return offset
+        offset += len(body)
+    raise KeyError(tag)
+
+
+def replace_section(data: bytes, tag: bytes, body: bytes) -> bytes:
+    return assemble([(t, f, body if t == tag else b) for t, f, b in split(data)])
+
+
+def zstd(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=19, write_content_size=True).compress(data)
+
+
+# --- invalid vectors ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Invalid:
+    name: str
+    description: str
+    code: str
+    section: str | None
+    offset: int | None
+    data: bytes
+
+
+def _base() -> bytes:
+    return dense_masks()
+
+
+def _with_tens(records: bytes, count: int = 1) -> tuple[bytes, int]:
+    """The base file with TENS replaced; returns the file and where the first record starts."""
+    base = _base()
+    data = replace_section(base, b"TENS", uvarint(count) + records)
+    return data, section_offset(data, b"TENS") + len(uvarint(count))
+
+
+def _head(name: bytes, kind: int, dims: tuple[int, ...]) -> bytes:
+    """A record head written by hand, so it may break RECORD_HEAD's rules."""
+    return uvarint(len(name)) + name + bytes([kind, len(dims)]) + b"".join(map(uvarint, dims))
+
+
+def _scalar_head(name: bytes, dims: tuple[int, ...], layout: int = 0) -> bytes:
+    body = SCALAR_BODY.write(
+        {"step": np.float16(0.25), "layout": layout}, {"dims": dims, "kind": 1}
+    )
+    return _head(name, 1, dims) + body
+
+
+def _qtable(lo: int, levels: list[int], resolution: int = 1) -> CodedGroup:
+    return CodedGroup(GroupKind.QTABLE, table=QTable(lo, resolution, np.array(levels, np.uint8)))
+
+
+def header_invalids() -> list[Invalid]:
+    base = _base()
+    sections = split(base)
+    meta_at = section_offset(base, b"META")
+    crc_broken = bytearray(base)
+    crc_broken[meta_at] ^= 0x01
+    header_crc_broken = bytearray(base)
+    header_crc_broken[20 + 16 * 3 - 1] ^= 0x80
+    padded_file = bytearray(assemble(sections, alignment=3))
+    padded_file[68] = 1
+    dup = assemble([*sections, (b"TENS", 1, b"\x00")])
+    return [
+        Invalid("bad-magic", "magic byte 3 changed", "bad-magic", None, 0,
+                b"\x89EPX" + base[4:]),
+        Invalid("major-version-2", "version 2.0", "unsupported-version", None, 8,
+                assemble(sections, major=2)),
+        Invalid("header-checksum", "one bit of header_crc flipped", "bad-checksum", None, 64,
+                bytes(header_crc_broken)),
+        Invalid("section-checksum", "one bit of the META body flipped", "bad-checksum", "META",
+                meta_at, bytes(crc_broken)),
+        Invalid("header-flags", "reserved header flag bit 0 set", "reserved-bits", None, 15,
+                assemble(sections, flags=1)),
+        Invalid("alignment-13", "alignment 13 > 12", "bad-alignment", None, 14,
+                with_header_byte(base, 14, 13)),
+        Invalid("nonzero-padding", "a padding byte of an 8-byte-aligned file is 1",
+                "bad-padding", None, 68, bytes(padded_file)),
+        Invalid("trailing-byte", "one byte after the last section", "trailing-bytes", None,
+                len(base), base + b"\x00"),
+        Invalid("missing-graph", "no GRPH section", "missing-section", None, None,
+                assemble([s for s in sections if s[0] != b"GRPH"])),
+        Invalid("unknown-required", "an unknown section with the required flag",
+                "unknown-required-section", "XREQ", len(base) + 16,
+                assemble([*sections, (b"XREQ", FLAG_REQUIRED, b"")])),
+        Invalid("duplicate-section", "TENS twice", "duplicate-section", None, 16 + 16 * 3, dup),
+        Invalid("section-flag-bit", "reserved section flag bit 1", "reserved-bits", None, 20,
+                assemble([(t, f | 2 if t == b"META" else f, b) for t, f, b in sections])),
+        Invalid("tag-not-printable", "an optional section tagged 'X', 0x00, 'Y', 'Z'", "bad-tag",
+                None, 16 + 16 * 3, assemble([*sections, (b"X\x00YZ", 0, b"")])),
+        Invalid("truncated", "the last byte removed", "truncated", "TENS",
+                section_offset(base, b"TENS"), base[:-1]),
+    ]  # fmt: skip
+
+
+def section_invalids() -> list[Invalid]:
+    base = _base()
+    bomb = zstandard.ZstdCompressor(level=3).compress(bytes(64 << 20))
+    meta_at = section_offset(base, b"META")
+
+    def meta(body: bytes) -> bytes:
+        return replace_section(base, b"META", body)
+
+    graph = onnx.load_from_string(decode_container(base)[0].graph)
+    external = onnx.ModelProto()
+    external.CopyFrom(graph)
+    weight = external.graph.initializer[0]
+    weight.data_location = TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="../../etc/passwd")
+    domain = onnx.ModelProto()
+    domain.CopyFrom(graph)
+    domain.graph.node[0].domain = "com.example"
+    unknown_op = onnx.ModelProto()
+    unknown_op.CopyFrom(graph)
+    unknown_op.graph.node[0].op_type = "NotAnOperator"
+    mismatch = onnx.ModelProto()
+    mismatch.CopyFrom(graph)
+    mismatch.graph.initializer[0].dims[0] = 13
+
+    def grph(model: onnx.ModelProto) -> bytes:
+        return replace_section(base, b"GRPH", zstd(model.SerializeToString()))
+
+    return [
+        Invalid("meta-not-zstd", "META holds raw JSON", "bad-zstd", "META", meta_at,
+                meta(b'{"a":1}')),
+        Invalid("zstd-bomb", "META frame declares 64 MiB", "limit-exceeded", "META", meta_at,
+                meta(bomb)),
+        Invalid("meta-duplicate-key", "manifest repeats a key", "bad-manifest", "META",
+                meta_at, meta(zstd(b'{"a":1,"a":2}'))),
+        Invalid("meta-not-canonical", "manifest with spaces", "non-canonical-manifest", "META",
+                None, meta(zstd(b'{"a": 1}'))),
+        Invalid("graph-external-data", "fc.weight points at ../../etc/passwd", "external-data",
+                "GRPH", None, grph(external)),
+        Invalid("graph-domain", "a node in domain com.example", "graph-domain", "GRPH", None,
+                grph(domain)),
+        Invalid("graph-unknown-operator", "an operator ONNX does not define", "graph-invalid",
+                "GRPH", None, grph(unknown_op)),
+        Invalid("graph-shape-mismatch", "fc.weight is 13 x 16 in the graph", "graph-mismatch",
+                "GRPH", None, grph(mismatch)),
+        Invalid("graph-not-protobuf", "GRPH inflates to bytes that are not a ModelProto",
+                "graph-parse", "GRPH", None,
+                replace_section(base, b"GRPH", zstd(b"\xff\xff\xff\xff"))),
+    ]  # fmt: skip
+
+
+def record_invalids() -> list[Invalid]:
+    """Defects inside one tensor record; offsets point at the offending field."""
+    cases: list[Invalid] = []
+
+    def add(name: str, description: str, code: str, records: bytes, at: int, count: int = 1):
+        data, start = _with_tens(records, count)
+        cases.append(Invalid(name, description, code, "TENS", start + at, data))
+
+    const0 = b"\x00" + svarint(0)
+    head = _scalar_head(b"w", (4,))
+    add("name-length-0", "name_length 0", "bad-name", uvarint(0), 0)
+    twice = head + const0
+    add("duplicate-name", "two records named w", "duplicate-name", twice + twice, len(twice), 2)
+    add(
+        "words-no-encoder-makes",
+        "stream words FFFFFFFF FFFFFFFF: q >= 2^24",
+        "invalid-words",
+        head + _qtable(0, [1, 1]).encode() + stream_bytes(np.array([2**32 - 1] * 2, np.uint32)),
+        len(head),
+    )
+    add(
+        "name-not-utf8", "name byte 0xff", "bad-name", _head(b"\xff", 0, ()) + b"\x01" + bytes(4), 1
+    )
+    add("record-kind-3", "record kind 3", "unknown-record-kind", _head(b"w", 3, ()), 2)
+    add("ndim-9", "ndim 9", "bad-shape", b"\x01w\x01\x09", 3)
+    add("rdft-1x1", "rdft record with 1x1 kernels", "bad-shape", _head(b"w", 2, (2, 2, 1, 1)), 4)
+    add("dtype-10", "raw dtype code 10", "unknown-dtype", _head(b"w", 0, (2,)) + b"\x0a", 5)
+    add("bool-2", "bool byte 2", "bad-bool", _head(b"w", 0, (2,)) + b"\x08\x01\x02", 6)
+    add(
+        "step-infinite",
+        "step +inf",
+        "non-finite-step",
+        _head(b"w", 1, (2,)) + b"\x00\x7c\x00" + const0,
+        5,
+    )
+    add(
+        "layout-bit-3",
+        "reserved layout bit 3",
+        "bad-layout",
+        _head(b"w", 1, (2,)) + b"\x00\x34\x08" + const0,
+        7,
+    )
+    add(
+        "per-frequency-scalar",
+        "layout bit 0 in a scalar record",
+        "bad-layout",
+        _head(b"w", 1, (2,)) + b"\x00\x34\x01" + const0,
+        7,
+    )
+    add("group-kind-3", "group kind 3", "unknown-group-kind", head + b"\x03", len(head))
+    add(
+        "constant-2-40",
+        "constant 2^40",
+        "latent-bound",
+        head + b"\x00" + svarint(2**40),
+        len(head) + 1,
+    )
+    add(
+        "varint-overlong",
+        "constant 0 written as 80 00",
+        "bad-varint",
+        head + b"\x00\x80\x00",
+        len(head) + 1,
+    )
+    add(
+        "alphabet-1",
+        "QTABLE alphabet 1",
+        "bad-alphabet",
+        head + b"\x01" + svarint(0) + uvarint(1) + b"\x01" + uvarint(1) + b"\x80",
+        len(head) + 2,
+    )
+    add(
+        "resolution-5",
+        "QTABLE resolution 5",
+        "bad-resolution",
+        head + b"\x01" + svarint(0) + uvarint(2) + b"\x05",
+        len(head) + 3,
+    )
+    add(
+        "levels-all-zero",
+        "QTABLE whose levels are all 0",
+        "bad-levels",
+        head + b"\x01" + svarint(0) + uvarint(2) + b"\x01" + uvarint(1) + b"\xc0",
+        len(head) + 1,
+    )
+    add(
+        "geometric-zero-level-81",
+        "GEOMETRIC zero level 81",
+        "bad-geometric",
+        head + b"\x02" + svarint(-3) + uvarint(7) + bytes([81, 5, 5]),
+        len(head) + 3,
+    )
+    add(
+        "geometric-filler",
+        "GEOMETRIC decay not in use is not 0x80",
+        "bad-geometric",
+        head + b"\x02" + svarint(-1) + uvarint(3) + bytes([0, 5, 0x80]),
+        len(head) + 4,
+    )
+    mask_head = _scalar_head(b"k", (3, 2), layout=2)
+    add(
+        "mask-symbol-2", "row mask symbol 2", "bad-mask", mask_head + _mask_record(), len(mask_head)
+    )
+    add(
+        "inactive-row",
+        "row marked active holds only zeros",
+        "bad-mask",
+        mask_head + b"\x00" + svarint(1) + b"\x00" + svarint(0),
+        len(mask_head),
+    )
+    empty = _scalar_head(b"e", (0,))
+    add(
+        "empty-group-table",
+        "a group of zero symbols that is not CONSTANT 0",
+        "empty-group",
+        empty + b"\x00" + svarint(5),
+        len(empty),
+    )
+    group = _qtable(0, [1, 1])
+    words = encode_stream([group], [np.array([0, 1, 1, 0])])
+    add(
+        "extra-word",
+        "one word more than the canonical stream",
+        "non-canonical-words",
+        head + group.encode() + stream_bytes(np.append(words, 0)),
+        len(head) + len(group.encode()),
+    )
+    weightless = _qtable(0, [1, 0])
+    stream = encode_stream([weightless], [np.array([0, 1, 0, 0])])  # the coder is leaky
+    add(
+        "zero-weight-symbol",
+        "the stream decodes to a symbol of weight 0",
+        "zero-weight-symbol",
+        head + weightless.encode() + stream_bytes(stream),
+        len(head),
+    )
+    huge = _scalar_head(b"h", (1 << 16, 1 << 15))
+    add(
+        "too-many-elements",
+        "a CONSTANT tensor of 2^31 elements in a small file",
+        "limit-exceeded",
+        huge + const0,
+        0,
+    )
+    return cases  # fmt: skip
+
+
+def _mask_record() -> bytes:
+    """Row mask coded as a QTABLE over {0, 1, 2} holding a 2, then one latent group."""
+    mask = _qtable(0, [1, 1, 1])
+    latents = _qtable(0, [1, 1])
+    values = [np.array([1, 2, 0]), np.array([1, 0, 1, 1])]
+    return mask.encode() + latents.encode() + stream_bytes(encode_stream([mask, latents], values))
+
+
+def invalid_vectors() -> list[Invalid]:
+    return header_invalids() + section_invalids() + record_invalids()
+
+
+# --- index, check and write -----------------------------------------------------------------
+
+
+def tensor_entry(record: TensorRecord) -> dict:
+    values = np.ascontiguousarray(decode_weights(record))
+    little = values.astype(values.dtype.newbyteorder("<"))
+    entry = {
+        "name": record.name,
+        "shape": list(values.shape),
+        "dtype": values.dtype.name,
+        "sha256": hashlib.sha256(little.tobytes()).hexdigest(),
+    }
+    if values.size <= MAX_LISTED_VALUES:
+        flat = values.reshape(-1).tolist()
+        entry["values"] = [float(v).hex() if values.dtype.kind == "f" else v for v in flat]
+    return entry
+
+
+def build() -> tuple[dict[str, bytes], dict]:
+    """Every vector file (path relative to spec/vectors) and the index."""
+    files: dict[str, bytes] = {}
+    index = {
+        "format_version": "1.0",
+        "generator": "tools/make_vectors.py",
+        "zstandard": zstandard.__version__,  # byte-identical regeneration needs the same zstd
+        "valid": [],
+        "invalid": [],
+    }
+    for name, (make, description) in VALID.items():
+        data = make()
+        report = validate_bytes(data)
+        if not report.valid:
+            raise SystemExit(f"valid vector {name} does not validate: {report.violations}")
+        contents, _ = decode_container(data)
+        files[f"valid/{name}.epr"] = data
+        index["valid"].append(
+            {
+                "file": f"valid/{name}.epr",
+                "description": description,
+                "tensors": [tensor_entry(record) for record in contents.tensors],
+            }
+        )
+    for case in invalid_vectors():
+        report = validate_bytes(case.data)
+        got = [(v.code, v.section, v.offset) for v in report.violations]
+        if got != [(case.code, case.section, case.offset)]:
+            raise SystemExit(f"invalid vector {case.name}: expected one "
+                             f"{(case.code, case.section, case.offset)}, got {got}")  # fmt: skip
+        files[f"invalid/{case.name}.epr"] = case.data
+        index["invalid"].append(
+            {
+                "file": f"invalid/{case.name}.epr",
+                "description": case.description,
+                "code": case.code,
+                "section": case.section,
+                "offset": case.offset,
+            }
+        )
+    return files, index
+
+
+def index_text(index: dict) -> str:
+    return json.dumps(index, indent=1, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="rewrite spec/vectors/")
+    args = parser.parse_args(argv)
+    files, index = build()
+    if args.write:
+        for relative, data in files.items():
+            path = VECTORS / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        (VECTORS / "vectors.json").write_text(index_text(index))
+        print(f"wrote {len(files)} vectors to {VECTORS}")
+        return 0
+    stale = [rel for rel, data in files.items() if (VECTORS / rel).read_bytes() != data]
+    if (VECTORS / "vectors.json").read_text() != index_text(index):
+        stale.append("vectors.json")
+    for relative in stale:
+        print(f"differs: {relative}")
+    print(f"{len(files) - len(stale)} of {len(files)} vectors identical")
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
