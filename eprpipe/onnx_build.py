@@ -28,8 +28,13 @@ def _graph_error(message: str, code: str) -> FormatError:
     return FormatError(message, section="GRPH", code=code)
 
 
-def _reject_external_data(message: Message, path: str) -> None:
-    """Refuse any tensor that points at external data, anywhere, before onnx can open a file."""
+def _check_messages(message: Message, path: str) -> None:
+    """Walk every message of the model, before onnx does anything with it.
+
+    Refuses tensors that point at external data (onnx and onnxruntime would open the files
+    they name) and text fields that are not UTF-8 (protobuf hands them back as bytes, on which
+    onnx's own code fails).
+    """
     if isinstance(message, onnx.TensorProto) and (
         message.data_location == onnx.TensorProto.EXTERNAL or len(message.external_data) > 0
     ):
@@ -37,13 +42,17 @@ def _reject_external_data(message: Message, path: str) -> None:
             f"ONNX tensor {message.name!r} at {path} refers to external data", "external-data"
         )
     for field, value in message.ListFields():
+        if field.type == field.TYPE_STRING:
+            texts = [value] if isinstance(value, str | bytes) else value
+            if any(isinstance(text, bytes) for text in texts):
+                raise _graph_error(f"ONNX text {path}.{field.name} is not UTF-8", "graph-parse")
         if field.type != field.TYPE_MESSAGE:
             continue
         if isinstance(value, Message):
-            _reject_external_data(value, f"{path}.{field.name}")
+            _check_messages(value, f"{path}.{field.name}")
         else:
             for index, item in enumerate(value):
-                _reject_external_data(item, f"{path}.{field.name}[{index}]")
+                _check_messages(item, f"{path}.{field.name}[{index}]")
 
 
 def _nodes(graph: onnx.GraphProto, path: str) -> Iterator[tuple[onnx.NodeProto, str]]:
@@ -88,7 +97,7 @@ def parse_graph(graph: bytes) -> onnx.ModelProto:
         model.ParseFromString(graph)
     except (DecodeError, RecursionError) as error:
         raise _graph_error(f"ONNX graph does not parse: {error}", "graph-parse") from None
-    _reject_external_data(model, "model")
+    _check_messages(model, "model")
     _check_profile(model)
     return model
 
@@ -180,10 +189,12 @@ def _normalization(manifest: dict) -> tuple[list[float], list[float]] | None:
         and isinstance(std, list)
         and 1 <= len(mean) == len(std) <= 4096
         and all(isinstance(v, numbers) and not isinstance(v, bool) for v in mean + std)
-        and all(np.isfinite(v) and v != 0 for v in std)
+        and np.isfinite(np.asarray(mean + std, np.float64).astype(np.float32)).all()
+        and np.asarray(std, np.float64).astype(np.float32).all()
     ):
         raise FormatError(
-            "manifest input.normalization needs equal-length lists mean and std (std nonzero)",
+            "manifest input.normalization needs equal-length lists mean and std of float32 "
+            "numbers, std nonzero",
             section="META",
             code="bad-manifest",
         )

@@ -430,6 +430,10 @@ def section_invalids() -> list[Invalid]:
                 "GRPH", None, grph(unknown_op)),
         Invalid("graph-shape-mismatch", "fc.weight is 13 x 16 in the graph", "graph-mismatch",
                 "GRPH", None, grph(mismatch)),
+        Invalid("graph-text-not-utf8", "the model's producer_name ends in byte 0xff",
+                "graph-parse", "GRPH", None,
+                replace_section(base, b"GRPH", zstd(graph.SerializeToString().replace(
+                    b"eprpipe-vectors", b"eprpipe-vector\xff")))),
         Invalid("graph-not-protobuf", "GRPH inflates to bytes that are not a ModelProto",
                 "graph-parse", "GRPH", None,
                 replace_section(base, b"GRPH", zstd(b"\xff\xff\xff\xff"))),
