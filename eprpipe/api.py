@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from eprpipe import __version__, container
+from eprpipe.checkpoint import Checkpointer, CheckpointPolicy, identity_of
 from eprpipe.datasets import prepare
 from eprpipe.errors import EprError
 from eprpipe.evaluate import EvalResult, evaluate_model
@@ -26,6 +27,7 @@ from eprpipe.onnx_build import build_onnx
 from eprpipe.plugins import get_architecture, get_dataset
 from eprpipe.reparam import DEFAULT_INIT_STEP, EPRModel, RdftDecoder
 from eprpipe.train import History, TensorData, TrainConfig, error_rate, train_epr, train_plain
+from eprpipe.weights import load_into
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,26 @@ def _buffers(net: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def _baseline_error(
+    net: nn.Module,
+    train: TensorData,
+    test: TensorData,
+    config: TrainConfig,
+    run: Checkpointer | None,
+) -> float:
+    """Test error of a copy of `net` trained plainly with the same recipe (or as a run saved)."""
+    phase = "baseline training"
+    done = run.finished(phase) if run else None
+    if done is not None:
+        return float(done["error"])
+    reference = copy.deepcopy(net)
+    train_plain(reference, train, test, config, run)
+    error = error_rate(reference, test)
+    if run:
+        run.finish(phase, {"error": error})
+    return error
+
+
 def compress_module(
     net: nn.Module,
     train: tuple[np.ndarray, np.ndarray],
@@ -140,10 +162,13 @@ def compress_module(
     baseline: bool = True,
     architecture: str = "custom",
     dataset: str = "custom",
+    checkpoint: CheckpointPolicy | None = None,
 ) -> CompressResult:
     """Train `net` with EPR on `train` (images in [0, 1], NCHW; int labels), write `output`.
 
-    The module is modified in place (its parameters become latent parametrizations).
+    The module is modified in place (its parameters become latent parametrizations). With a
+    `checkpoint` policy the run saves itself as it goes and, with `resume`, continues a run
+    that was stopped; the checkpoint is removed once `output` is written.
     """
     started = time.perf_counter()
     output = Path(output)
@@ -155,14 +180,13 @@ def compress_module(
     train_data = TensorData.from_numpy(*train, input_spec.mean, input_spec.std, config.device)
     test_data = TensorData.from_numpy(*test, input_spec.mean, input_spec.std, config.device)
 
-    baseline_error = None
-    if baseline:
-        reference = copy.deepcopy(net)
-        train_plain(reference, train_data, test_data, config)
-        baseline_error = error_rate(reference, test_data)
-
+    run = Checkpointer(checkpoint, identity_of(
+        config, architecture=architecture, dataset=dataset, decoder=decoder, prior=prior,
+        init_step=init_step, baseline=baseline, train_examples=len(train[1]),
+    )) if checkpoint else None  # fmt: skip
+    baseline_error = _baseline_error(net, train_data, test_data, config, run) if baseline else None
     model = EPRModel(net, decoder=decoder, prior=prior, init_step=init_step)
-    history = train_epr(model, train_data, test_data, config)
+    history = train_epr(model, train_data, test_data, config, run)
     with torch.no_grad():
         rate_estimate = float(model.rate_bits("round"))
     records = _records(model, _buffers(net))
@@ -194,6 +218,8 @@ def compress_module(
         "baseline_test_error": baseline_error,
     }
     sizes = container.write_epr(output, contents)
+    if run:
+        run.remove()
     num_parameters = model.num_parameters()
     return CompressResult(
         path=output,
@@ -215,9 +241,14 @@ def compress_registered(
     *,
     data_dir: Path | None = None,
     config: TrainConfig,
+    init_from: Path | None = None,
     **options,
 ) -> CompressResult:
-    """Compress a registered architecture on a registered dataset (what the CLI runs)."""
+    """Compress a registered architecture on a registered dataset (what the CLI runs).
+
+    `init_from` names weights the architecture already has (safetensors or a torch state
+    dict): EPR then starts from them, which is how a trained model is compressed.
+    """
     arch = get_architecture(architecture)
     spec = get_dataset(dataset)
     check_writable(Path(output))
@@ -225,6 +256,8 @@ def compress_registered(
     test = prepare(spec.load("test", data_dir), arch.input_shape)
     torch.manual_seed(config.seed)
     net = arch.factory(num_classes=len(spec.classes))
+    if init_from is not None:
+        load_into(net, init_from)
     input_spec = InputSpec(shape=tuple(arch.input_shape), mean=spec.mean, std=spec.std)
     return compress_module(
         net,

@@ -58,6 +58,33 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="WEIGHTS",
+        help="start from these weights (.safetensors or a torch state dict)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run saved in the checkpoint"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="where the run saves itself (default: OUTPUT.ckpt; removed once OUTPUT is written)",
+    )
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=None, metavar="STEPS", help="save every N steps"
+    )
+    parser.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=10.0,
+        metavar="M",
+        help="save every M minutes (default 10; 0 turns timed saves off)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,18 +151,27 @@ def _compress(
     args: argparse.Namespace, architecture: str, dataset: str, output: Path, epochs: int, lam: float
 ) -> int:
     from eprpipe.api import compress_registered
+    from eprpipe.checkpoint import CheckpointPolicy
     from eprpipe.report import compress_report
 
     config = _training_config(args, epochs, lam)
+    checkpoint = CheckpointPolicy(
+        path=args.checkpoint or output.with_name(output.name + ".ckpt"),
+        every_steps=args.checkpoint_every,
+        every_seconds=60 * args.checkpoint_minutes if args.checkpoint_minutes > 0 else None,
+        resume=args.resume,
+    )
     result = compress_registered(
         architecture,
         dataset,
         output,
         data_dir=args.data_dir,
         config=config,
+        init_from=args.init_from,
         decoder=args.decoder,
         prior=args.prior,
         baseline=not args.no_baseline,
+        checkpoint=checkpoint,
     )
     print(compress_report(result, architecture, dataset, config))
     return 0

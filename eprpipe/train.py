@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from eprpipe.checkpoint import Checkpointer, restore_rng, rng_state
 from eprpipe.errors import EprError
 from eprpipe.reparam import EPRModel
 
@@ -119,6 +120,17 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
         yield order[start : start + batch_size]
 
 
+@dataclass
+class _Progress:
+    """Where a run stands: what a checkpoint must hold besides the module and optimizer."""
+
+    epoch: int = 1
+    steps_done_in_epoch: int = 0
+    epoch_generator: torch.Tensor | None = None  # batch-order generator at the epoch's start
+    loss_sum: float = 0.0
+    bits_sum: float = 0.0
+
+
 def _run(
     model: nn.Module,
     train: TensorData,
@@ -127,24 +139,55 @@ def _run(
     optimizer: torch.optim.Optimizer,
     extra_loss,
     description: str,
+    checkpoint: Checkpointer | None = None,
 ) -> History:
-    """The shared loop: shuffled mini-batches, a schedule, a progress bar, an eval per epoch."""
+    """The shared loop: shuffled mini-batches, a schedule, a progress bar, an eval per epoch.
+
+    With a `checkpoint`, the run saves its whole state when due and at its end, and continues
+    from a saved state of the same phase (`description`) exactly where that state left off.
+    """
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     scheduler = _schedule(optimizer, config, config.epochs * steps_per_epoch)
     history = History()
+    progress = _Progress()
+    saved = checkpoint.phase_state(description) if checkpoint else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        history.epochs = [EpochRecord(**record) for record in saved["history"]]
+        progress = _Progress(**saved["progress"])
+        generator.set_state(progress.epoch_generator)
+        restore_rng(saved["rng"])
+
+    def state() -> dict:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "history": [vars(record) for record in history.epochs],
+            "progress": vars(progress),
+            "rng": rng_state(),
+        }
+
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
+        initial=(progress.epoch - 1) * steps_per_epoch + progress.steps_done_in_epoch,
         desc=description,
         unit="step",
         disable=not config.progress,
         dynamic_ncols=True,
     )
     model.train()
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(progress.epoch, config.epochs + 1):
         started = time.perf_counter()
-        loss_sum, bits_sum, count = 0.0, 0.0, 0
-        for indices in _batches(len(train), config.batch_size, generator):
+        if epoch != progress.epoch or progress.epoch_generator is None:
+            progress = _Progress(epoch=epoch, epoch_generator=generator.get_state())
+        skip = progress.steps_done_in_epoch
+        for index, indices in enumerate(_batches(len(train), config.batch_size, generator)):
+            if index < skip:
+                continue
             indices = indices.to(train.images.device)
             logits = model(train.images[indices])
             task = F.cross_entropy(logits, train.labels[indices])
@@ -154,34 +197,50 @@ def _run(
             loss.backward()
             optimizer.step()
             scheduler.step()
-            loss_sum += float(loss.detach())
-            bits_sum += bits_per_parameter
-            count += 1
+            progress.loss_sum += float(loss.detach())
+            progress.bits_sum += bits_per_parameter
+            progress.steps_done_in_epoch += 1
+            count = progress.steps_done_in_epoch
             bar.update(1)
             if count % 10 == 0:
                 bar.set_postfix(
                     epoch=f"{epoch}/{config.epochs}",
-                    loss=f"{loss_sum / count:.4f}",
-                    bpp=f"{bits_sum / count:.4f}",
+                    loss=f"{progress.loss_sum / count:.4f}",
+                    bpp=f"{progress.bits_sum / count:.4f}",
                 )
+            if checkpoint and checkpoint.due((epoch - 1) * steps_per_epoch + count):
+                checkpoint.save(description, state())
+        count = progress.steps_done_in_epoch
         test_error = error_rate(model, test)
         history.epochs.append(
             EpochRecord(
-                epoch, loss_sum / count, bits_sum / count, test_error, time.perf_counter() - started
+                epoch,
+                progress.loss_sum / count,
+                progress.bits_sum / count,
+                test_error,
+                time.perf_counter() - started,
             )
         )
         bar.set_postfix(
             epoch=f"{epoch}/{config.epochs}",
-            loss=f"{loss_sum / count:.4f}",
-            bpp=f"{bits_sum / count:.4f}",
+            loss=f"{progress.loss_sum / count:.4f}",
+            bpp=f"{progress.bits_sum / count:.4f}",
             test_acc=f"{100 * (1 - test_error):.2f}%",
         )
         model.train()
     bar.close()
+    if checkpoint:
+        checkpoint.save(description, state())
     return history
 
 
-def train_epr(model: EPRModel, train: TensorData, test: TensorData, config: TrainConfig) -> History:
+def train_epr(
+    model: EPRModel,
+    train: TensorData,
+    test: TensorData,
+    config: TrainConfig,
+    checkpoint: Checkpointer | None = None,
+) -> History:
     """Train latents, decoders and densities together; evaluation uses the rounded latents."""
     config.validate()
     torch.manual_seed(config.seed)
@@ -198,15 +257,23 @@ def train_epr(model: EPRModel, train: TensorData, test: TensorData, config: Trai
         bits_per_parameter = model.rate_bits(config.rate_estimator) / n
         return config.lam * bits_per_parameter, float(bits_per_parameter.detach())
 
-    return _run(model, train, test, config, optimizer, rate_penalty, "EPR training")
+    return _run(model, train, test, config, optimizer, rate_penalty, "EPR training", checkpoint)
 
 
 def train_plain(
-    net: nn.Module, train: TensorData, test: TensorData, config: TrainConfig
+    net: nn.Module,
+    train: TensorData,
+    test: TensorData,
+    config: TrainConfig,
+    checkpoint: Checkpointer | None = None,
 ) -> History:
     """The uncompressed baseline: same data, epochs, batch and schedule, plain float weights."""
     config.validate()
     torch.manual_seed(config.seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.plain_lr)
     zero = torch.zeros((), device=train.images.device)
-    return _run(net, train, test, config, optimizer, lambda: (zero, 32.0), "baseline training")
+
+    def no_penalty() -> tuple[torch.Tensor, float]:
+        return zero, 32.0
+
+    return _run(net, train, test, config, optimizer, no_penalty, "baseline training", checkpoint)
