@@ -8,6 +8,7 @@ of the ONNX model decoded, without torch, from the bytes that are written.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from torch import nn
 from eprpipe import __version__, container
 from eprpipe.checkpoint import Checkpointer, CheckpointPolicy, identity_of
 from eprpipe.datasets import prepare
+from eprpipe.distributed import init_world
 from eprpipe.errors import EprError
 from eprpipe.evaluate import EvalResult, evaluate_model
 from eprpipe.export import INPUT_NAME, OUTPUT_NAME, weightless_graph
@@ -174,6 +176,8 @@ def compress_module(
     output = Path(output)
     check_writable(output)
     config.validate()
+    world, device = init_world(config.device)
+    config = dataclasses.replace(config, device=device)
     torch.manual_seed(config.seed)
     net = net.to(config.device)
     plain = copy.deepcopy(net)
@@ -217,9 +221,13 @@ def compress_module(
         "dataset": dataset,
         "baseline_test_error": baseline_error,
     }
-    sizes = container.write_epr(output, contents)
+    if world.is_main:  # one writer; every process computed the same contents
+        sizes = container.write_epr(output, contents)
+    else:
+        sizes = container.encode_container(contents)[1]
     if run:
         run.remove()
+    world.barrier()
     num_parameters = model.num_parameters()
     return CompressResult(
         path=output,

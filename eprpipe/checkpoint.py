@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from eprpipe.atomic import write_atomically
+from eprpipe.distributed import current_world
 from eprpipe.errors import EprError
 
 FORMAT = "eprpipe-checkpoint"
@@ -105,6 +106,8 @@ class Checkpointer:
         self._write()
 
     def _write(self) -> None:
+        if not current_world().is_main:  # one writer per run, whatever the process count
+            return
         buffer = io.BytesIO()
         torch.save(
             {"format": FORMAT, "version": VERSION, "identity": self.identity, **self.saved}, buffer
@@ -114,7 +117,8 @@ class Checkpointer:
 
     def remove(self) -> None:
         """The run is complete and its output written: the checkpoint has served."""
-        self.policy.path.unlink(missing_ok=True)
+        if current_world().is_main:
+            self.policy.path.unlink(missing_ok=True)
 
 
 def rng_state() -> dict:

@@ -173,7 +173,10 @@ def _compress(
         baseline=not args.no_baseline,
         checkpoint=checkpoint,
     )
-    print(compress_report(result, architecture, dataset, config))
+    from eprpipe.distributed import current_world
+
+    if current_world().is_main:
+        print(compress_report(result, architecture, dataset, config))
     return 0
 
 

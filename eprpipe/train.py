@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from eprpipe.checkpoint import Checkpointer, restore_rng, rng_state
+from eprpipe.distributed import World, current_world, shard
 from eprpipe.errors import EprError
 from eprpipe.reparam import EPRModel
 
@@ -145,7 +146,12 @@ def _run(
 
     With a `checkpoint`, the run saves its whole state when due and at its end, and continues
     from a saved state of the same phase (`description`) exactly where that state left off.
+    Under torchrun each process trains on its share of every batch (see distributed.py).
     """
+    world = current_world()
+    if config.batch_size < world.size:
+        raise EprError(f"batch size {config.batch_size} is smaller than {world.size} processes")
+    forward = _distributed(model, world, train.images.device)
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     scheduler = _schedule(optimizer, config, config.epochs * steps_per_epoch)
@@ -176,7 +182,7 @@ def _run(
         initial=(progress.epoch - 1) * steps_per_epoch + progress.steps_done_in_epoch,
         desc=description,
         unit="step",
-        disable=not config.progress,
+        disable=not (config.progress and world.is_main),
         dynamic_ncols=True,
     )
     model.train()
@@ -188,8 +194,10 @@ def _run(
         for index, indices in enumerate(_batches(len(train), config.batch_size, generator)):
             if index < skip:
                 continue
-            indices = indices.to(train.images.device)
-            logits = model(train.images[indices])
+            if len(indices) < world.size:  # a last batch too small to share: the same on all
+                continue
+            indices = shard(indices, world).to(train.images.device)
+            logits = forward(train.images[indices])
             task = F.cross_entropy(logits, train.labels[indices])
             penalty, bits_per_parameter = extra_loss()
             loss = task + penalty
@@ -232,6 +240,21 @@ def _run(
     if checkpoint:
         checkpoint.save(description, state())
     return history
+
+
+def _distributed(model: nn.Module, world: World, device: torch.device) -> nn.Module:
+    """The module to call for the forward pass: wrapped in DDP when there are several processes.
+
+    DDP averages gradients over processes; the rate term is computed from the wrapped module's
+    own parameters outside the forward pass, identically on every process, so its averaged
+    gradient is the single-process one.
+    """
+    if not world.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def train_epr(

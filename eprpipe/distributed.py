@@ -1,0 +1,72 @@
+"""Training on several processes (one per GPU, or CPU processes with gloo) under torchrun.
+
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain `python -m eprpipe` run sees none of
+them and is one process of a world of one. Every process holds the whole (in-memory) dataset
+and takes its share of each global batch; DistributedDataParallel averages the gradients, so
+a step is the single-process step on the whole batch, and the rate term, which every process
+computes identically from the same parameters and the same noise, is counted once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from eprpipe.errors import EprError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """The one process that prints, saves checkpoints and writes the output file."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def current_world() -> World:
+    """This process's place in the torchrun world (a world of one outside torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return World()
+
+
+def init_world(device: str) -> tuple[World, str]:
+    """Join the torchrun world if there is one; returns it and this process's device.
+
+    CUDA runs use NCCL and one GPU per process (`cuda:LOCAL_RANK`); CPU runs use gloo.
+    """
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World(), device
+    if not dist.is_available():
+        raise EprError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda")
+    if cuda:
+        if torch.cuda.device_count() <= local_rank:
+            raise EprError(f"process {local_rank} needs GPU {local_rank}; this node has fewer")
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return current_world(), device
+
+
+def shard(indices: torch.Tensor, world: World) -> torch.Tensor:
+    """This process's share of a global batch: every size-th example from its rank on."""
+    return indices[world.rank :: world.size] if world.distributed else indices

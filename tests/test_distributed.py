@@ -1,0 +1,56 @@
+"""torchrun: two CPU processes (gloo) train like one, the rate is counted once, one file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from eprpipe.container import read_epr
+from eprpipe.validate import validate_file
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["compress", "lenet-300-100", "--dataset", "digits", "--epochs", "3", "--decoder", "sq"]
+ARGS += ["--quiet", "--no-baseline"]
+
+
+def _run(prefix: list[str], output: Path, lam: str = "0.5") -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*prefix, "-m", "eprpipe", *ARGS, "--lambda", lam, "-o", str(output)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _latents(path: Path) -> dict[str, np.ndarray]:
+    contents, _ = read_epr(path)
+    return {r.name: r.latents for r in contents.tensors if r.latents is not None}
+
+
+def test_two_processes_train_like_one(tmp_path: Path) -> None:
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    out = _run([*torchrun, "--nproc-per-node", "2"], tmp_path / "two.epr")
+    _run([sys.executable], tmp_path / "one.epr")
+    _run([sys.executable], tmp_path / "twice_lambda.epr", lam="1.0")
+
+    assert out.count("parameter payload") == 1  # only rank 0 reports
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.epr", "twice_lambda.epr", "two.epr"]
+    assert validate_file(tmp_path / "two.epr").valid
+    one, two = _latents(tmp_path / "one.epr"), _latents(tmp_path / "two.epr")
+    control = _latents(tmp_path / "twice_lambda.epr")
+    differ = sum(int((one[k] != two[k]).sum()) for k in one)
+    differ_control = sum(int((one[k] != control[k]).sum()) for k in one)
+    total = sum(v.size for v in one.values())
+    # Same steps up to float summation order: a few latents at a rounding boundary move by 1.
+    assert all(np.abs(one[k] - two[k]).max() <= 1 for k in one)
+    assert differ < 0.01 * total
+    # Counting the rate once per process would act like a larger λ, which moves far more.
+    assert differ_control > 10 * max(differ, 1)
