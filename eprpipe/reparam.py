@@ -101,7 +101,6 @@ class ReparameterizedTensor:
     module: nn.Module
     attribute: str
     decoder: ScalarDecoder | RdftDecoder
-    prior: nn.Module
 
     @property
     def latent(self) -> nn.Parameter:
@@ -141,8 +140,8 @@ class EPRModel(nn.Module):
         if prior not in PRIORS:
             raise EprError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
         self.net = net
-        self.priors = nn.ModuleDict()
         self.tensors: list[ReparameterizedTensor] = []
+        group_ids, scales = [], []
         for name, param in list(net.named_parameters()):
             if not param.dtype.is_floating_point:
                 continue
@@ -155,14 +154,17 @@ class EPRModel(nn.Module):
             param_decoder.to(param.device)
             parametrize.register_parametrization(module, attribute, param_decoder)
             latent = getattr(module.parametrizations, attribute).original
-            groups = param_decoder.groups(latent).shape[0]
-            density = PRIORS[prior](groups, init_scale=_latent_init_scale(latent)).to(param.device)
-            self.priors[name.replace(".", "/")] = density
-            self.tensors.append(
-                ReparameterizedTensor(name, module, attribute, param_decoder, density)
-            )
+            groups, size = param_decoder.groups(latent).shape
+            first = len(scales)
+            group_ids.append(torch.arange(first, first + groups).repeat_interleave(size))
+            scales += [_latent_init_scale(latent)] * groups
+            self.tensors.append(ReparameterizedTensor(name, module, attribute, param_decoder))
         if not self.tensors:
             raise EprError("the module has no floating-point parameters to compress")
+        device = self.tensors[0].latent.device
+        # One density over every group of every tensor: the rate term is one batched evaluation.
+        self.prior = PRIORS[prior](len(scales), init_scale=torch.tensor(scales)).to(device)
+        self.register_buffer("group_ids", torch.cat(group_ids).to(device), persistent=False)
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         return self.net(*args)
@@ -179,21 +181,14 @@ class EPRModel(nn.Module):
         """
         if estimator not in RATE_ESTIMATORS:
             raise EprError(f"unknown rate estimator {estimator!r}")
-        total = torch.zeros((), device=self.tensors[0].latent.device)
-        for tensor in self.tensors:
-            latent = tensor.latent
-            if estimator == "noise":
-                latent = latent + torch.empty_like(latent).uniform_(-0.5, 0.5)
-            elif estimator == "ste":
-                latent = ste_round(latent)
-            else:
-                latent = torch.round(latent).detach()
-            grouped = tensor.decoder.groups(latent)
-            if estimator == "round":
-                total = total + tensor.prior.bits(grouped)
-            else:
-                total = total + interpolated_bits(tensor.prior, grouped)
-        return total
+        latents = torch.cat([t.decoder.groups(t.latent).reshape(-1) for t in self.tensors])
+        if estimator == "noise":
+            latents = latents + torch.empty_like(latents).uniform_(-0.5, 0.5)
+        elif estimator == "ste":
+            latents = ste_round(latents)
+        else:  # exact: integer values on a grid of one point per unit
+            return interpolated_bits(self.prior, torch.round(latents).detach(), self.group_ids, 1)
+        return interpolated_bits(self.prior, latents, self.group_ids)
 
     def latent_parameters(self) -> Iterator[nn.Parameter]:
         return (t.latent for t in self.tensors)
@@ -203,7 +198,7 @@ class EPRModel(nn.Module):
             yield from tensor.decoder.parameters()
 
     def prior_parameters(self) -> Iterator[nn.Parameter]:
-        return self.priors.parameters()
+        return self.prior.parameters()
 
     @torch.no_grad()
     def integer_latents(self) -> dict[str, np.ndarray]:

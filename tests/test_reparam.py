@@ -97,10 +97,15 @@ def test_interpolated_rate_matches_the_exact_density(prior):
 
     torch.manual_seed(4)
     density = PRIORS[prior](5, init_scale=4.0)
-    values = (torch.randn(5, 4000) * 3).requires_grad_(True)
+    values = (torch.randn(5, 4000) * 3 + torch.arange(5)[:, None]).requires_grad_(True)
     exact = density.bits(values)
-    approx = interpolated_bits(density, values)
+    group_ids = torch.arange(5).repeat_interleave(4000)
+    approx = interpolated_bits(density, values.reshape(-1), group_ids)
     assert abs(float(approx.detach()) / float(exact.detach()) - 1) < 1e-4
     (grad_exact,) = torch.autograd.grad(exact, values)
     (grad_approx,) = torch.autograd.grad(approx, values)
     assert float((grad_exact - grad_approx).norm() / grad_exact.norm()) < 0.02
+    integers = torch.round(values.detach())
+    exact_integers = density.bits(integers)
+    at_integers = interpolated_bits(density, integers.reshape(-1), group_ids, per_unit=1)
+    assert torch.allclose(at_integers, exact_integers, rtol=1e-6)
