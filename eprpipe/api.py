@@ -209,6 +209,7 @@ def compress_module(
             "decoder": decoder,
             "prior": prior,
             "seed": config.seed,
+            "augmentation": config.augmentation,
         },
     }
     contents = container.EprContents(manifest=manifest, graph=graph, tensors=records)
@@ -250,18 +251,22 @@ def compress_registered(
     data_dir: Path | None = None,
     config: TrainConfig,
     init_from: Path | None = None,
+    augment: bool = True,
     **options,
 ) -> CompressResult:
     """Compress a registered architecture on a registered dataset (what the CLI runs).
 
     `init_from` names weights the architecture already has (safetensors or a torch state
-    dict): EPR then starts from them, which is how a trained model is compressed.
+    dict): EPR then starts from them, which is how a trained model is compressed. The
+    dataset's train-time augmentation is used unless `augment` is False.
     """
     arch = get_architecture(architecture)
     spec = get_dataset(dataset)
     check_writable(Path(output))
     train = prepare(spec.load("train", data_dir), arch.input_shape)
     test = prepare(spec.load("test", data_dir), arch.input_shape)
+    if augment and config.augmentation is None and spec.augmentation:
+        config = dataclasses.replace(config, augmentation=spec.augmentation)
     torch.manual_seed(config.seed)
     net = arch.factory(num_classes=len(spec.classes))
     if init_from is not None:

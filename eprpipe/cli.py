@@ -69,6 +69,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue the run saved in the checkpoint"
     )
     parser.add_argument(
+        "--no-augment", action="store_true", help="train without the dataset's augmentation"
+    )
+    parser.add_argument(
         "--checkpoint",
         type=Path,
         default=None,
@@ -168,6 +171,7 @@ def _compress(
         data_dir=args.data_dir,
         config=config,
         init_from=args.init_from,
+        augment=not args.no_augment,
         decoder=args.decoder,
         prior=args.prior,
         baseline=not args.no_baseline,

@@ -50,7 +50,10 @@ class DatasetSpec:
 
     ``mean`` and ``std`` are per channel on the [0, 1] pixel scale, measured on the train split
     at the native ``image_shape``. ``load(split, data_dir)`` takes "train" or "test" and the
-    user's ``--data-dir`` (None when not given; see `resolve_data_dir`).
+    user's ``--data-dir`` (None when not given; see `resolve_data_dir`). ``augmentation`` names
+    the random transform training applies to each train batch (a key of
+    ``eprpipe.augment.AUGMENTATIONS``, e.g. "crop4-flip"), or None for none; it is a name, not
+    a function, so that registering a dataset needs no torch. Test data is never augmented.
     """
 
     name: str
@@ -60,6 +63,7 @@ class DatasetSpec:
     std: tuple[float, ...]
     load: Callable[[Split, Path | None], ImageSplit]
     description: str
+    augmentation: str | None = None
 
 
 def as_float(images: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from eprpipe.augment import AUGMENTATIONS, augment
 from eprpipe.checkpoint import Checkpointer, restore_rng, rng_state
 from eprpipe.distributed import World, current_world, shard
 from eprpipe.errors import EprError
@@ -39,6 +40,7 @@ class TrainConfig:
     plain_lr: float = 1e-3
     schedule: str = "cosine"
     rate_estimator: str = "noise"
+    augmentation: str | None = None  # a name in eprpipe.augment.AUGMENTATIONS
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -48,6 +50,9 @@ class TrainConfig:
             raise EprError("epochs and batch size must be at least 1")
         if self.lam < 0 or not math.isfinite(self.lam):
             raise EprError(f"λ must be a finite number ≥ 0, got {self.lam}")
+        if self.augmentation is not None and self.augmentation not in AUGMENTATIONS:
+            known = ", ".join(sorted(AUGMENTATIONS))
+            raise EprError(f"unknown augmentation {self.augmentation!r}; known: {known}")
         if self.schedule not in SCHEDULES:
             raise EprError(f"unknown schedule {self.schedule!r}; choose {', '.join(SCHEDULES)}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -74,6 +79,8 @@ class TensorData:
 
     images: torch.Tensor
     labels: torch.Tensor
+    mean: tuple[float, ...] = ()  # the normalization applied, which augmentations need
+    std: tuple[float, ...] = ()
 
     @classmethod
     def from_numpy(
@@ -87,8 +94,11 @@ class TensorData:
         shape = (1, len(mean), 1, 1)
         mean_t = torch.tensor(mean, dtype=torch.float32).reshape(shape)
         std_t = torch.tensor(std, dtype=torch.float32).reshape(shape)
+        if images.dtype == np.uint8:  # 0..255 pixels: the [0, 1] scale mean and std refer to
+            images = images.astype(np.float32) / 255.0
         normalized = (torch.from_numpy(np.ascontiguousarray(images, np.float32)) - mean_t) / std_t
-        return cls(normalized.to(device), torch.from_numpy(labels.astype(np.int64)).to(device))
+        labels_t = torch.from_numpy(labels.astype(np.int64)).to(device)
+        return cls(normalized.to(device), labels_t, tuple(mean), tuple(std))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -153,6 +163,7 @@ def _run(
         raise EprError(f"batch size {config.batch_size} is smaller than {world.size} processes")
     forward = _distributed(model, world, train.images.device)
     generator = torch.Generator().manual_seed(config.seed)
+    augmenter = torch.Generator().manual_seed(config.seed + 1 + world.rank)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     scheduler = _schedule(optimizer, config, config.epochs * steps_per_epoch)
     history = History()
@@ -165,6 +176,7 @@ def _run(
         history.epochs = [EpochRecord(**record) for record in saved["history"]]
         progress = _Progress(**saved["progress"])
         generator.set_state(progress.epoch_generator)
+        augmenter.set_state(saved["augmenter"])
         restore_rng(saved["rng"])
 
     def state() -> dict:
@@ -175,6 +187,7 @@ def _run(
             "history": [vars(record) for record in history.epochs],
             "progress": vars(progress),
             "rng": rng_state(),
+            "augmenter": augmenter.get_state(),
         }
 
     bar = tqdm(
@@ -197,7 +210,12 @@ def _run(
             if len(indices) < world.size:  # a last batch too small to share: the same on all
                 continue
             indices = shard(indices, world).to(train.images.device)
-            logits = forward(train.images[indices])
+            images = train.images[indices]
+            if config.augmentation:
+                images = augment(
+                    config.augmentation, images, augmenter, mean=train.mean, std=train.std
+                )
+            logits = forward(images)
             task = F.cross_entropy(logits, train.labels[indices])
             penalty, bits_per_parameter = extra_loss()
             loss = task + penalty
