@@ -41,3 +41,20 @@ def test_bench_step_prints_both_step_times_and_their_ratio(capsys):
     assert tool.main(["lenet-300-100", "--repeats", "1", "--batch-size", "8"]) == 0
     printed = capsys.readouterr().out
     assert "plain step" in printed and "EPR step (rdft)" in printed and "ratio" in printed
+
+
+def test_bench_cifar_reports_the_decoded_model_and_the_step_ratio(tmp_path, capsys):
+    from test_cifar import fake_batches, write_folder
+
+    data = write_folder(tmp_path / "cifar", fake_batches(per_batch=40, n_test=20))
+    tool = _load_tool("bench_cifar")
+    results = tmp_path / "results"
+    args = ["--data-dir", str(data), "--epochs", "1", "--repeats", "1", "--batch-size", "32",
+            "--out", str(tmp_path / "r.epr"), "--results", str(results), "--quiet"]  # fmt: skip
+    assert tool.main(args) == 0
+    row = json.loads((results / "bench_cifar_resnet20.json").read_text())
+    assert row["test_images"] == 20 and row["payload_bytes"] > 0
+    assert row["plain_step_s"] > 0 and row["step_ratio"] == row["epr_step_s"] / row["plain_step_s"]
+    assert "| resnet20 | 0.2 | 1 |" in (results / "bench_cifar_resnet20.md").read_text()
+    assert (results / "bench_cifar_resnet20.png").stat().st_size > 1000
+    assert "ratio" in capsys.readouterr().out

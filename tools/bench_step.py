@@ -9,26 +9,11 @@ count it used). Example:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-import torch.nn.functional as F
 
 from eprpipe.plugins import get_architecture
-from eprpipe.reparam import EPRModel
-
-
-def _time_steps(model: torch.nn.Module, step, repeats: int) -> float:
-    """Median seconds of `step()` over `repeats` runs, after two warm-up steps."""
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+from eprpipe.steptime import time_steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,28 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     images = torch.randn(args.batch_size, *arch.input_shape)
     labels = torch.randint(0, arch.num_classes, (args.batch_size,))
 
-    def stepper(model: torch.nn.Module, with_rate: bool):
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        parameters = sum(p.numel() for p in arch.factory().parameters())
-
-        def step() -> None:
-            loss = F.cross_entropy(model(images), labels)
-            if with_rate:
-                loss = loss + model.rate_bits("noise") / parameters
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        return step
-
-    plain = arch.factory()
-    epr = EPRModel(arch.factory(), decoder=args.decoder)
-    plain_s = _time_steps(plain, stepper(plain, False), args.repeats)
-    epr_s = _time_steps(epr, stepper(epr, True), args.repeats)
+    times = time_steps(arch.factory, images, labels, decoder=args.decoder, repeats=args.repeats)
+    plain_s, epr_s = times.plain_seconds, times.epr_seconds
     print(
         f"{args.architecture}, batch {args.batch_size}, {torch.get_num_threads()} thread(s): "
         f"plain step {1000 * plain_s:.1f} ms, EPR step ({args.decoder}) {1000 * epr_s:.1f} ms, "
-        f"ratio {epr_s / plain_s:.2f}"
+        f"ratio {times.ratio:.2f}"
     )
     return 0
 
