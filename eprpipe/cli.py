@@ -72,6 +72,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         "--no-augment", action="store_true", help="train without the dataset's augmentation"
     )
     parser.add_argument(
+        "--bf16", action="store_true", help="bfloat16 autocast for the forward pass (GPU or CPU)"
+    )
+    parser.add_argument(
         "--checkpoint",
         type=Path,
         default=None,
@@ -146,6 +149,7 @@ def _training_config(args: argparse.Namespace, epochs: int, lam: float):
         schedule=args.schedule,
         seed=args.seed,
         device=args.device,
+        bf16=args.bf16,
         progress=not args.quiet,
     )
 

@@ -36,6 +36,11 @@ def ste_float16(x: torch.Tensor) -> torch.Tensor:
     return x + (x.to(torch.float16).to(x.dtype) - x).detach()
 
 
+def _full_precision(latent: torch.Tensor):
+    """Decode weights in float32 even under autocast: training must see what the file decodes."""
+    return torch.autocast(latent.device.type, enabled=False)
+
+
 class ScalarDecoder(nn.Module):
     """θ = step · φ̃ with one learned step per tensor (the paper's scalar decoder, "SQ")."""
 
@@ -50,7 +55,8 @@ class ScalarDecoder(nn.Module):
         return latent * self.step()
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.decode(ste_round(latent))
+        with _full_precision(latent):
+            return self.decode(ste_round(latent))
 
     def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.detach() / self.step().detach()
@@ -82,7 +88,8 @@ class RdftDecoder(nn.Module):
         return torch.einsum("ma,oimn,nb->oiab", self.basis_h, coefficients, self.basis_w)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.decode(ste_round(latent))
+        with _full_precision(latent):
+            return self.decode(ste_round(latent))
 
     def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
         coefficients = torch.einsum("ma,oiab,nb->oimn", self.basis_h, weight.detach(), self.basis_w)

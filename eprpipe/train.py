@@ -41,6 +41,7 @@ class TrainConfig:
     schedule: str = "cosine"
     rate_estimator: str = "noise"
     augmentation: str | None = None  # a name in eprpipe.augment.AUGMENTATIONS
+    bf16: bool = False  # forward pass under bfloat16 autocast; rate term and updates in float32
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -215,8 +216,9 @@ def _run(
                 images = augment(
                     config.augmentation, images, augmenter, mean=train.mean, std=train.std
                 )
-            logits = forward(images)
-            task = F.cross_entropy(logits, train.labels[indices])
+            with _autocast(config, images.device):
+                logits = forward(images)
+            task = F.cross_entropy(logits.float(), train.labels[indices])
             penalty, bits_per_parameter = extra_loss()
             loss = task + penalty
             optimizer.zero_grad(set_to_none=True)
@@ -258,6 +260,15 @@ def _run(
     if checkpoint:
         checkpoint.save(description, state())
     return history
+
+
+def _autocast(config: TrainConfig, device: torch.device):
+    """bfloat16 autocast for the network's forward pass when asked for, else a no-op.
+
+    Autocast keeps the numerically delicate operations (batch norm, reductions) in float32;
+    latents, decoders, densities and optimizer state stay float32 throughout.
+    """
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
 
 
 def _distributed(model: nn.Module, world: World, device: torch.device) -> nn.Module:
