@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from eprpipe import __version__, container
+from eprpipe.buffers import BufferChoice, compact_buffers
 from eprpipe.checkpoint import Checkpointer, CheckpointPolicy, identity_of
 from eprpipe.datasets import prepare
 from eprpipe.distributed import init_world
@@ -30,6 +31,8 @@ from eprpipe.plugins import get_architecture, get_dataset
 from eprpipe.reparam import DEFAULT_INIT_STEP, EPRModel, RdftDecoder
 from eprpipe.train import History, TensorData, TrainConfig, error_rate, train_epr, train_plain
 from eprpipe.weights import load_into
+
+HELD_OUT_EXAMPLES = 1000
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class CompressResult:
     wall_seconds: float
     history: History = field(repr=False)
     rate_estimate_bits: float
+    buffers: BufferChoice | None = None  # how the untrained float tensors were stored
 
     @property
     def bits_per_parameter(self) -> float:
@@ -165,12 +169,15 @@ def compress_module(
     architecture: str = "custom",
     dataset: str = "custom",
     checkpoint: CheckpointPolicy | None = None,
+    compact: bool = True,
 ) -> CompressResult:
     """Train `net` with EPR on `train` (images in [0, 1], NCHW; int labels), write `output`.
 
     The module is modified in place (its parameters become latent parametrizations). With a
     `checkpoint` policy the run saves itself as it goes and, with `resume`, continues a run
-    that was stopped; the checkpoint is removed once `output` is written.
+    that was stopped; the checkpoint is removed once `output` is written. With `compact`,
+    float tensors EPR does not train (BatchNorm statistics) are quantized where that keeps the
+    error on the last HELD_OUT_EXAMPLES training examples (see eprpipe.buffers).
     """
     started = time.perf_counter()
     output = Path(output)
@@ -212,6 +219,15 @@ def compress_module(
             "augmentation": config.augmentation,
         },
     }
+    buffer_choice = None
+    if compact:
+        held_out = tuple(array[-HELD_OUT_EXAMPLES:] for array in train)
+
+        def held_out_error(candidates: list[container.TensorRecord]) -> float:
+            model_proto = build_onnx(container.EprContents(manifest, graph, candidates))
+            return evaluate_model(model_proto, *held_out).error
+
+        records, buffer_choice = compact_buffers(records, held_out_error)
     contents = container.EprContents(manifest=manifest, graph=graph, tensors=records)
     data, _ = container.encode_container(contents)
     decoded, _ = container.decode_container(data, source=str(output))
@@ -240,6 +256,7 @@ def compress_module(
         wall_seconds=time.perf_counter() - started,
         history=history,
         rate_estimate_bits=rate_estimate,
+        buffers=buffer_choice,
     )
 
 

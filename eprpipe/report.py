@@ -52,9 +52,25 @@ def compress_report(result, architecture: str, dataset: str, config) -> str:
         f"test images (decoded ONNX model, onnxruntime); uncompressed model: {baseline}",
         f"rate estimate        {result.rate_estimate_bits / 8:,.0f} B under the training "
         f"densities; coded latents + tables: {coded:,} B",
+        *buffer_lines(result.buffers),
         f"wall time            {result.wall_seconds:.1f} s",
     ]
     return "\n".join(lines)
+
+
+def buffer_lines(choice) -> list[str]:
+    """How the float tensors EPR does not train (BatchNorm statistics) were stored."""
+    if choice is None or not choice.raw_bytes:
+        return []
+    how = (
+        f"{choice.bits}-bit grid, {choice.raw_bytes:,} → {choice.coded_bytes:,} B"
+        if choice.bits is not None
+        else f"verbatim float32, {choice.raw_bytes:,} B (no coarser grid kept the error)"
+    )
+    return [
+        f"untrained floats     {how}; error on held-out training examples "
+        f"{100 * choice.held_out_error:.2f} % (exact values: {100 * choice.exact_error:.2f} %)"
+    ]
 
 
 def _tensor_rows(contents: EprContents, sizes: SizeBreakdown) -> list[dict]:
