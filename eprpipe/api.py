@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from eprpipe import __version__, container
+from eprpipe.atomic import write_atomically
 from eprpipe.buffers import BufferChoice, compact_buffers
 from eprpipe.checkpoint import Checkpointer, CheckpointPolicy, identity_of
 from eprpipe.datasets import prepare
@@ -229,7 +230,7 @@ def compress_module(
 
         records, buffer_choice = compact_buffers(records, held_out_error)
     contents = container.EprContents(manifest=manifest, graph=graph, tensors=records)
-    data, _ = container.encode_container(contents)
+    data, sizes = container.encode_container(contents)
     decoded, _ = container.decode_container(data, source=str(output))
     evaluation = evaluate_model(build_onnx(decoded), *test)
     manifest["metrics"] = {
@@ -238,10 +239,9 @@ def compress_module(
         "dataset": dataset,
         "baseline_test_error": baseline_error,
     }
+    data, sizes = container.with_manifest(data, sizes, manifest)  # the tensors stay as coded
     if world.is_main:  # one writer; every process computed the same contents
-        sizes = container.write_epr(output, contents)
-    else:
-        sizes = container.encode_container(contents)[1]
+        write_atomically(output, data)
     if run:
         run.remove()
     world.barrier()

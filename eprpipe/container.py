@@ -7,6 +7,7 @@ FormatError naming the section and byte offset.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -407,6 +408,24 @@ def encode_container(contents: EprContents, *, alignment: int = 0) -> tuple[byte
         (TAG_GRAPH, _zstd(bytes(contents.graph))),
         (TAG_TENSORS, tensors),
     ]
+    data, header_bytes = _assemble(sections, alignment)
+    sizes = [size for _, size in encoded]
+    _check_budgets(contents, sizes, len(data))
+    return data, _breakdown(
+        len(data),
+        header_bytes,
+        len(sections[0][1]),
+        len(sections[1][1]),
+        len(uvarint(len(encoded))),
+        sizes,
+    )
+
+
+def _assemble(sections: list[tuple[bytes, bytes]], alignment: int) -> tuple[bytes, int]:
+    """Header, section table and checksums around the required `sections`, padded to align.
+
+    Returns the file and its header bytes (padding included), as SizeBreakdown counts them.
+    """
     header = HEADER.write(
         {
             "magic": MAGIC,
@@ -424,16 +443,25 @@ def encode_container(contents: EprContents, *, alignment: int = 0) -> tuple[byte
     out = bytearray(header)
     for _, body in sections:
         out += bytes(_padding(len(out), alignment)) + body
-    sizes = [size for _, size in encoded]
-    _check_budgets(contents, sizes, len(out))
     padding = len(out) - len(header) - sum(len(body) for _, body in sections)
-    return bytes(out), _breakdown(
-        len(out),
-        len(header) + padding,
-        len(sections[0][1]),
-        len(sections[1][1]),
-        len(uvarint(len(encoded))),
-        sizes,
+    return bytes(out), len(header) + padding
+
+
+def with_manifest(data: bytes, sizes: SizeBreakdown, manifest: dict) -> tuple[bytes, SizeBreakdown]:
+    """A file `encode_container` wrote, with another manifest: the tensors are not re-encoded.
+
+    Lets a producer put numbers measured on the decoded file (its test error) into the file
+    without coding the latents twice. `sizes` is the breakdown encode_container returned.
+    """
+    header = HEADER.read(ByteReader(data))
+    sections, _ = _read_section_table(data)
+    if any(not section.flags & FLAG_REQUIRED for section in sections):
+        raise EprError("with_manifest takes files with the three core sections only")
+    meta = _zstd(_manifest_json(manifest))
+    bodies = [(s.tag, meta if s.tag == TAG_META else s.data) for s in sections]
+    out, header_bytes = _assemble(bodies, header["alignment"])
+    return out, dataclasses.replace(
+        sizes, file_bytes=len(out), header_bytes=header_bytes, manifest_bytes=len(meta)
     )
 
 

@@ -908,3 +908,15 @@ def test_a_group_of_zero_symbols_must_be_constant_zero(group: bytes) -> None:
     data = with_section(small_file(), b"TENS", tensors)
     with pytest.raises(FormatError, match="zero symbols must be CONSTANT 0"):
         decode_container(data)
+
+
+@pytest.mark.parametrize("alignment", [0, 5])
+def test_with_manifest_equals_encoding_the_new_manifest(alignment: int) -> None:
+    from eprpipe.container import with_manifest
+
+    contents = sample_contents()
+    data, sizes = encode_container(contents, alignment=alignment)
+    contents.manifest = {**contents.manifest, "metrics": {"test_error": 0.0123}}
+    expected = encode_container(contents, alignment=alignment)
+    assert with_manifest(data, sizes, contents.manifest) == expected
+    assert decode_container(expected[0])[0].manifest["metrics"] == {"test_error": 0.0123}
