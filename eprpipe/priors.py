@@ -112,7 +112,7 @@ class LogisticDensity(nn.Module):
 PRIORS: dict[str, type[nn.Module]] = {"factorized": FactorizedDensity, "logistic": LogisticDensity}
 
 
-GRID_POINTS_PER_UNIT = 8
+GRID_POINTS_PER_UNIT = 4
 MAX_GRID_ENTRIES = 1 << 20  # groups × grid points: bounds the density network's activations
 
 
