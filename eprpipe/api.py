@@ -25,7 +25,7 @@ from eprpipe.checkpoint import Checkpointer, CheckpointPolicy, identity_of
 from eprpipe.datasets import prepare
 from eprpipe.distributed import init_world
 from eprpipe.errors import EprError
-from eprpipe.evaluate import EvalResult, evaluate_model
+from eprpipe.evaluate import EvalResult, evaluate_model, predict
 from eprpipe.export import INPUT_NAME, OUTPUT_NAME, weightless_graph
 from eprpipe.onnx_build import build_onnx
 from eprpipe.plugins import get_architecture, get_dataset
@@ -178,7 +178,7 @@ def compress_module(
     `checkpoint` policy the run saves itself as it goes and, with `resume`, continues a run
     that was stopped; the checkpoint is removed once `output` is written. With `compact`,
     float tensors EPR does not train (BatchNorm statistics) are quantized where that keeps the
-    error on the last HELD_OUT_EXAMPLES training examples (see eprpipe.buffers).
+    predictions on the last HELD_OUT_EXAMPLES training examples (see eprpipe.buffers).
     """
     started = time.perf_counter()
     output = Path(output)
@@ -224,11 +224,11 @@ def compress_module(
     if compact:
         held_out = tuple(array[-HELD_OUT_EXAMPLES:] for array in train)
 
-        def held_out_error(candidates: list[container.TensorRecord]) -> float:
+        def held_out_predictions(candidates: list[container.TensorRecord]) -> np.ndarray:
             model_proto = build_onnx(container.EprContents(manifest, graph, candidates))
-            return evaluate_model(model_proto, *held_out).error
+            return predict(model_proto, held_out[0])
 
-        records, buffer_choice = compact_buffers(records, held_out_error)
+        records, buffer_choice = compact_buffers(records, held_out_predictions)
     contents = container.EprContents(manifest=manifest, graph=graph, tensors=records)
     data, sizes = container.encode_container(contents)
     decoded, _ = container.decode_container(data, source=str(output))

@@ -3,9 +3,11 @@
 Running means and variances are not parameters, so they get no latents during training; stored
 verbatim they cost 32 bits each, a visible share of a compressed ResNet. After training they
 are quantized on a grid of `2^bits` steps of their tensor's range and coded like any scalar
-record (step · integer). The coarsest grid is chosen at which the decoded model's error on
-held-out examples is no worse than with the exact values, and only if it is smaller than the
-verbatim bytes: "the same accuracy, fewer bytes", measured, not assumed.
+record (step · integer). The coarsest grid is chosen at which the decoded model's predictions
+on held-out examples stay those of the exact values (at most MAX_CHANGED of them may differ),
+and only if it is smaller than the verbatim bytes: the same model, fewer bytes, measured.
+Predictions, not error counts: on a resnet20 two grids with equal held-out error differed in
+14 of 1,000 predictions and by 0.4 points of test error.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from eprpipe.paramdecode import as_float16
 
 BIT_DEPTHS = (6, 8, 10, 12, 14)  # tried coarsest first
 MIN_ELEMENTS = 4  # below this the table costs more than the raw bytes save
+MAX_CHANGED = 0.002  # share of held-out predictions a grid may change
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,8 @@ class BufferChoice:
     bits: int | None
     raw_bytes: int
     coded_bytes: int
-    held_out_error: float
-    exact_error: float
+    changed: int  # held-out predictions that differ from those with the exact values
+    examples: int
 
 
 def quantize(record: container.TensorRecord, bits: int) -> container.TensorRecord | None:
@@ -61,18 +64,19 @@ def _candidates(records: list[container.TensorRecord]) -> list[int]:
 
 def compact_buffers(
     records: list[container.TensorRecord],
-    held_out_error: Callable[[list[container.TensorRecord]], float],
+    predictions: Callable[[list[container.TensorRecord]], np.ndarray],
 ) -> tuple[list[container.TensorRecord], BufferChoice]:
-    """Quantize the verbatim float32 records on the coarsest grid that keeps the error.
+    """Quantize the verbatim float32 records on the coarsest grid that keeps the predictions.
 
-    `held_out_error(records)` is the decoded model's error with those records on examples
-    that did not choose the grid's steps; one bit depth is chosen for all buffers together.
+    `predictions(records)` is the decoded model's predicted class for each held-out example
+    with those records; one bit depth is chosen for all buffers together.
     """
     chosen = _candidates(records)
     raw_bytes = sum(4 * records[i].raw.size for i in chosen)
-    exact = held_out_error(records)
     if not chosen:
-        return records, BufferChoice(None, 0, 0, exact, exact)
+        return records, BufferChoice(None, 0, 0, 0, 0)
+    exact = predictions(records)
+    allowed = int(MAX_CHANGED * len(exact))
     for bits in BIT_DEPTHS:
         trial = list(records)
         for index in chosen:
@@ -80,10 +84,10 @@ def compact_buffers(
         coded = sum(_record_bytes(trial[i]) for i in chosen)
         if coded >= raw_bytes:
             break  # finer grids only cost more
-        error = held_out_error(trial)
-        if error <= exact:
-            return trial, BufferChoice(bits, raw_bytes, coded, error, exact)
-    return records, BufferChoice(None, raw_bytes, raw_bytes, exact, exact)
+        changed = int((predictions(trial) != exact).sum())
+        if changed <= allowed:
+            return trial, BufferChoice(bits, raw_bytes, coded, changed, len(exact))
+    return records, BufferChoice(None, raw_bytes, raw_bytes, 0, len(exact))
 
 
 def _record_bytes(record: container.TensorRecord) -> int:

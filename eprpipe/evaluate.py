@@ -29,13 +29,18 @@ def session(model: onnx.ModelProto) -> ort.InferenceSession:
     )
 
 
-def evaluate_model(model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray) -> EvalResult:
-    """Top-1 accuracy on `images` (float32 in [0, 1], NCHW), in fixed batches of 1,000."""
+def predict(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
+    """Top-1 class of each image (float32 in [0, 1], NCHW), in fixed batches of 1,000."""
     runner = session(model)
     input_name = runner.get_inputs()[0].name
-    correct = 0
-    for start in range(0, len(labels), EVAL_BATCH):
+    classes = []
+    for start in range(0, len(images), EVAL_BATCH):
         batch = np.ascontiguousarray(images[start : start + EVAL_BATCH], dtype=np.float32)
-        logits = runner.run(None, {input_name: batch})[0]
-        correct += int((logits.argmax(1) == labels[start : start + EVAL_BATCH]).sum())
+        classes.append(runner.run(None, {input_name: batch})[0].argmax(1))
+    return np.concatenate(classes) if classes else np.zeros(0, dtype=np.int64)
+
+
+def evaluate_model(model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray) -> EvalResult:
+    """Top-1 accuracy on `images` (float32 in [0, 1], NCHW)."""
+    correct = int((predict(model, images) == labels).sum())
     return EvalResult(correct=correct, total=len(labels))

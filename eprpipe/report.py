@@ -68,8 +68,8 @@ def buffer_lines(choice) -> list[str]:
         else f"verbatim float32, {choice.raw_bytes:,} B (no coarser grid kept the error)"
     )
     return [
-        f"untrained floats     {how}; error on held-out training examples "
-        f"{100 * choice.held_out_error:.2f} % (exact values: {100 * choice.exact_error:.2f} %)"
+        f"untrained floats     {how}; {choice.changed} of {choice.examples:,} held-out "
+        "predictions differ from those with exact values"
     ]
 
 

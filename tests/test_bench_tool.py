@@ -52,9 +52,9 @@ def test_bench_cifar_reports_the_decoded_model_and_the_step_ratio(tmp_path, caps
     args = ["--data-dir", str(data), "--epochs", "1", "--repeats", "1", "--batch-size", "32",
             "--out", str(tmp_path / "r.epr"), "--results", str(results), "--quiet"]  # fmt: skip
     assert tool.main(args) == 0
-    row = json.loads((results / "bench_cifar_resnet20.json").read_text())
+    row = json.loads((results / "bench_cifar_resnet20_lam0.2_e1.json").read_text())
     assert row["test_images"] == 20 and row["payload_bytes"] > 0
     assert row["plain_step_s"] > 0 and row["step_ratio"] == row["epr_step_s"] / row["plain_step_s"]
-    assert "| resnet20 | 0.2 | 1 |" in (results / "bench_cifar_resnet20.md").read_text()
-    assert (results / "bench_cifar_resnet20.png").stat().st_size > 1000
+    assert "| resnet20 | 0.2 | 1 |" in (results / "bench_cifar_resnet20_lam0.2_e1.md").read_text()
+    assert (results / "bench_cifar_resnet20_lam0.2_e1.png").stat().st_size > 1000
     assert "ratio" in capsys.readouterr().out

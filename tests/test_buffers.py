@@ -27,7 +27,7 @@ def test_nothing_to_quantize_in_a_zero_tensor() -> None:
     assert quantize(raw("z", np.zeros(8, np.float32)), 8) is None
 
 
-def test_the_coarsest_grid_that_keeps_the_error_wins() -> None:
+def test_the_coarsest_grid_that_keeps_the_predictions_wins() -> None:
     rng = np.random.default_rng(0)
     records = [
         raw("bn.running_mean", rng.normal(0, 1, 256).astype(np.float32)),
@@ -36,21 +36,26 @@ def test_the_coarsest_grid_that_keeps_the_error_wins() -> None:
     ]
     seen = []
 
-    def held_out_error(candidates: list[TensorRecord]) -> float:
-        """Pretend the model tolerates a grid of 10 bits or finer."""
+    def predictions(candidates: list[TensorRecord]) -> np.ndarray:
+        """Pretend 1,000 predictions, of which a grid coarser than 10 bits changes 3."""
         steps = [c.decoder.step for c in candidates if c.decoder is not None]
         bits = None if not steps else round(np.log2(4.0 / min(steps)))
         seen.append(bits)
-        return 0.05 if bits is None or bits >= 10 else 0.06
+        classes = np.arange(1000) % 10
+        if bits is not None and bits < 10:
+            classes[:3] += 1
+        return classes
 
-    chosen, choice = compact_buffers(records, held_out_error)
-    assert choice.bits == 10 and choice.held_out_error == choice.exact_error == 0.05
+    chosen, choice = compact_buffers(records, predictions)
+    assert (choice.bits, choice.changed, choice.examples) == (10, 0, 1000)
     assert choice.coded_bytes < choice.raw_bytes == 2 * 256 * 4
     assert [c.decoder is None for c in chosen] == [False, False, True]
-    assert seen[0] is None  # the exact values are measured first
+    assert seen == [None, 6, 8, 10]  # the exact values first, then coarse to fine
 
 
-def test_verbatim_when_no_grid_keeps_the_error() -> None:
+def test_verbatim_when_no_grid_keeps_the_predictions() -> None:
     records = [raw("bn.running_var", np.linspace(0.5, 2, 256).astype(np.float32))]
-    chosen, choice = compact_buffers(records, lambda c: 0.1 if c[0].decoder is None else 0.2)
+    chosen, choice = compact_buffers(
+        records, lambda c: np.zeros(500) if c[0].decoder is None else np.ones(500)
+    )
     assert chosen == records and choice.bits is None
