@@ -23,7 +23,7 @@ import pytest
 from eprpipe.datasets import ImageSplit, prepare
 from eprpipe.errors import DataError, EprError
 from eprpipe.plugins import get_dataset
-from eprpipe_builtins import cifar
+from eprpipe_builtins import cifar, download
 
 try:
     import torch
@@ -192,7 +192,7 @@ def test_no_network_unless_asked(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("network used")
 
-    monkeypatch.setattr(cifar.urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(download.urllib.request, "urlopen", refuse)
     with pytest.raises(DataError, match="EPRPIPE_DOWNLOAD=1"):
         cifar.load("test", tmp_path / "data")
     assert not (tmp_path / "data").exists()

@@ -14,9 +14,7 @@ No torch here: evaluating decoded models loads test data through this module.
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
-import urllib.request
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +26,7 @@ from eprpipe.atomic import write_atomically
 from eprpipe.datasets import DatasetSpec, ImageSplit, Split, resolve_data_dir
 from eprpipe.errors import DataError, EprError
 
-from .idx_datasets import DOWNLOAD_TIMEOUT_S, _downloads_enabled
+from .download import downloads_enabled, fetch_verified
 
 NAME = "cifar10"
 CLASSES = (
@@ -94,9 +92,9 @@ def _archive(directory: Path, names: tuple[str, ...]) -> Path:
     path = directory / ARCHIVE
     if path.is_file():
         return path
-    if not _downloads_enabled():
+    if not downloads_enabled():
         raise DataError(f"{_missing(directory, names)} (or set EPRPIPE_DOWNLOAD=1 to download it)")
-    data = _download(directory, names)
+    data = fetch_verified(URL, MD5, MAX_DOWNLOAD_BYTES, NAME, _missing(directory, names))
     try:
         directory.mkdir(parents=True, exist_ok=True)
         write_atomically(path, data)
@@ -114,22 +112,6 @@ def _missing(directory: Path, names: tuple[str, ...]) -> str:
         f"{NAME}: missing {missing} {where} in {directory}; put the CIFAR-10 binary version "
         f"(the archive or {FOLDER}/) there or pass --data-dir"
     )
-
-
-def _download(directory: Path, names: tuple[str, ...]) -> bytes:
-    try:
-        with urllib.request.urlopen(URL, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            data = response.read(MAX_DOWNLOAD_BYTES + 1)
-    except (OSError, ValueError) as exc:
-        raise DataError(
-            f"{_missing(directory, names)} (download from {URL} failed: {exc})"
-        ) from exc
-    if len(data) > MAX_DOWNLOAD_BYTES:
-        raise DataError(f"{NAME}: {URL} is larger than {MAX_DOWNLOAD_BYTES} bytes")
-    digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
-    if digest != MD5:
-        raise DataError(f"{NAME}: {URL} has md5 {digest}, expected {MD5}; not saved")
-    return data
 
 
 def _records(size: int, where: str) -> int:

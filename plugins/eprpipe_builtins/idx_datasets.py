@@ -9,9 +9,6 @@ only validated as IDX.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,18 +20,14 @@ from eprpipe.atomic import write_atomically
 from eprpipe.datasets import DatasetSpec, ImageSplit, Split, resolve_data_dir
 from eprpipe.errors import DataError
 
+from .download import downloads_enabled, fetch_verified
 from .idx import read_idx
 
 _STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-DOWNLOAD_TIMEOUT_S = 15
 MAX_DOWNLOAD_BYTES = 64 << 20
-
-
-def _downloads_enabled() -> bool:
-    return os.environ.get("EPRPIPE_DOWNLOAD", "0") not in ("", "0")
 
 
 def _locate(stem: str, directory: Path) -> Path | None:
@@ -80,7 +73,7 @@ class IdxSource:
             found = [_locate(stem, candidate) for stem in stems]
             if all(found):
                 return found  # type: ignore[return-value]
-        if not _downloads_enabled():
+        if not downloads_enabled():
             missing = next(stem for stem in stems if _locate(stem, directory) is None)
             raise DataError(
                 f"{self._missing(missing, directory)} (or set EPRPIPE_DOWNLOAD=1 to download them)"
@@ -95,21 +88,13 @@ class IdxSource:
 
     def _download(self, stem: str, directory: Path) -> Path:
         filename = f"{stem}.gz"
-        url = self.mirror + filename
-        try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                data = response.read(MAX_DOWNLOAD_BYTES + 1)
-        except (OSError, ValueError) as exc:
-            raise DataError(
-                f"{self._missing(stem, directory)} (download from {url} failed: {exc})"
-            ) from exc
-        if len(data) > MAX_DOWNLOAD_BYTES:
-            raise DataError(f"{self.name}: {url} is larger than {MAX_DOWNLOAD_BYTES} bytes")
-        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        if digest != self.md5[filename]:
-            raise DataError(
-                f"{self.name}: {url} has md5 {digest}, expected {self.md5[filename]}; not saved"
-            )
+        data = fetch_verified(
+            self.mirror + filename,
+            self.md5[filename],
+            MAX_DOWNLOAD_BYTES,
+            self.name,
+            self._missing(stem, directory),
+        )
         try:
             directory.mkdir(parents=True, exist_ok=True)
             write_atomically(directory / filename, data)
