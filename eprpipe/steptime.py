@@ -1,8 +1,9 @@
 """What EPR costs per training step: the same step timed with and without it, in one run.
 
 Both steps see the same batch, optimizer and thread count; the EPR step adds the latent
-parametrizations (decoding every weight) and the rate term. Used by tools/bench_step.py and
-tools/bench_cifar.py, which print the ratio next to the results it explains.
+parametrizations (decoding every weight) and the rate term. The two kinds of step alternate,
+so a load that comes and goes on a shared machine slows both alike instead of skewing the
+ratio. Used by tools/bench_step.py and tools/bench_cifar.py.
 """
 
 from __future__ import annotations
@@ -29,15 +30,10 @@ class StepTimes:
         return self.epr_seconds / self.plain_seconds
 
 
-def _median_seconds(step: Callable[[], None], repeats: int) -> float:
-    for _ in range(2):  # warm-up: allocator, kernels, lazy state
-        step()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def _seconds(step: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    step()
+    return time.perf_counter() - started
 
 
 def _stepper(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, rate_weight: float):
@@ -66,7 +62,11 @@ def time_steps(
     torch.manual_seed(0)
     plain = factory().to(images.device)
     epr = EPRModel(factory().to(images.device), decoder=decoder)
-    rate_weight = 1.0 / epr.num_parameters()
-    plain_seconds = _median_seconds(_stepper(plain, images, labels, 0.0), repeats)
-    epr_seconds = _median_seconds(_stepper(epr, images, labels, rate_weight), repeats)
-    return StepTimes(plain_seconds, epr_seconds)
+    plain_step = _stepper(plain, images, labels, 0.0)
+    epr_step = _stepper(epr, images, labels, 1.0 / epr.num_parameters())
+    for _ in range(2):  # warm-up: allocator, kernels, lazy state
+        plain_step()
+        epr_step()
+    times = [(_seconds(plain_step), _seconds(epr_step)) for _ in range(repeats)]
+    plain_times, epr_times = zip(*times, strict=True)
+    return StepTimes(statistics.median(plain_times), statistics.median(epr_times))
