@@ -138,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         "history": [vars(epoch) for epoch in result.history.epochs],
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = args.results / f"bench_cifar_{args.architecture}_lam{args.lam:g}_e{args.epochs}"
-    stem.with_suffix(".json").write_text(json.dumps(row, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(row))
-    plot(row, stem.with_suffix(".png"))
+    stem = f"bench_cifar_{args.architecture}_lam{args.lam:g}_e{args.epochs}"  # λ may hold a "."
+    (args.results / f"{stem}.json").write_text(json.dumps(row, indent=1) + "\n")
+    (args.results / f"{stem}.md").write_text(markdown(row))
+    plot(row, args.results / f"{stem}.png")
     print(markdown(row))
     return 0
 
