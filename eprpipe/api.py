@@ -201,7 +201,8 @@ def compress_module(
     history = train_epr(model, train_data, test_data, config, run)
     with torch.no_grad():
         rate_estimate = float(model.rate_bits("round"))
-    records = _records(model, _buffers(net))
+    buffers = _buffers(net)
+    records = _records(model, buffers)
     names = {record.name for record in records}
     graph = weightless_graph(plain.cpu(), input_spec.shape, names)
     manifest = {
@@ -219,6 +220,7 @@ def compress_module(
             "seed": config.seed,
             "augmentation": config.augmentation,
         },
+        "untrained_tensors": sorted(buffers),  # not reparameterized: not counted as parameters
     }
     buffer_choice = None
     if compact:

@@ -75,6 +75,7 @@ def buffer_lines(choice) -> list[str]:
 
 def _tensor_rows(contents: EprContents, sizes: SizeBreakdown) -> list[dict]:
     by_name = {tensor.name: tensor for tensor in sizes.tensors}
+    untrained = set(contents.manifest.get("untrained_tensors") or ())
     rows = []
     for record in contents.tensors:
         size = by_name[record.name]
@@ -100,6 +101,8 @@ def _tensor_rows(contents: EprContents, sizes: SizeBreakdown) -> list[dict]:
                 "bits_per_param": 8 * coded / numel if numel else 0.0,
                 "ideal_bits": size.ideal_bits,
                 "empirical_bits": size.empirical_bits,
+                "trained": record.name not in untrained,
+                "payload_bytes": coded + size.raw_bytes,
             }
         )
     return rows
@@ -128,7 +131,8 @@ def info_report(path: Path, contents: EprContents, sizes: SizeBreakdown) -> str:
     """What `eprpipe info` prints: the manifest's essentials and a per-tensor table."""
     manifest = contents.manifest
     rows = _tensor_rows(contents, sizes)
-    num_parameters = sum(math.prod(r["shape"]) for r in rows if r["decoder"] != "raw") or 1
+    trained = [r for r in rows if r["decoder"] != "raw" and r["trained"]]
+    num_parameters = sum(math.prod(r["shape"]) for r in trained) or 1
     header = (
         f"{'tensor':<24} {'shape':<16} {'decoder':<7} {'symbols':>9} {'nonzero':>8} "
         f"{'latent B':>9} {'ideal B':>9} {'table B':>8} {'dec B':>6} {'bits/param':>10}  tables"
@@ -157,4 +161,10 @@ def info_report(path: Path, contents: EprContents, sizes: SizeBreakdown) -> str:
     )
     lines.append("")
     lines += size_lines(sizes, num_parameters)
+    untrained = [r for r in rows if not r["trained"]]
+    if untrained:
+        lines.append(
+            f"  of which untrained {sum(r['payload_bytes'] for r in untrained):>6,} B   "
+            f"({len(untrained)} tensors EPR does not train: BatchNorm statistics, counters)"
+        )
     return "\n".join(lines)

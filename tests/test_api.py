@@ -81,3 +81,19 @@ def test_decoded_onnx_matches_torch_with_the_decoded_weights(compressed):
     runner = session(model)
     got = runner.run(None, {runner.get_inputs()[0].name: images})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_info_counts_only_trained_tensors_as_parameters(compressed):
+    from eprpipe.report import info_json, info_report
+
+    _, path, result = compressed
+    contents, sizes = read_epr(path)
+    assert contents.manifest["untrained_tensors"] == [
+        "bn.num_batches_tracked", "bn.running_mean", "bn.running_var",
+    ]  # fmt: skip
+    rows = {row["name"]: row for row in info_json(contents, sizes)["tensors"]}
+    assert not rows["bn.running_var"]["trained"] and rows["conv.weight"]["trained"]
+    text = info_report(path, contents, sizes)
+    untrained = sum(rows[n]["payload_bytes"] for n in contents.manifest["untrained_tensors"])
+    assert f"of which untrained {untrained:>6,} B   (3 tensors" in text
+    assert f"{8 * sizes.payload_bytes / result.num_parameters:.4f} bits/param" in text
