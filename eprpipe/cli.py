@@ -7,6 +7,7 @@ Torch is imported only by the commands that train (`compress`, `demo`, `plugins`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -93,6 +94,27 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_read_limits(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--elements-per-byte",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tensor elements a file may declare per byte it holds (default 512; raise it for "
+        "files compressed beyond ~2,000x; see spec/FORMAT.md, Limits)",
+    )
+
+
+def _read_limits(args: argparse.Namespace):
+    from eprpipe.limits import DEFAULT_LIMITS
+
+    if args.elements_per_byte is None:
+        return DEFAULT_LIMITS
+    if args.elements_per_byte < 1:
+        raise EprError("--elements-per-byte must be at least 1")
+    return dataclasses.replace(DEFAULT_LIMITS, elements_per_byte=args.elements_per_byte)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eprpipe",
@@ -116,21 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
     decode = commands.add_parser("decode", help="turn an .epr file into an ONNX model")
     decode.add_argument("file", type=Path)
     decode.add_argument("-o", "--output", type=Path, required=True)
+    _add_read_limits(decode)
 
     evaluate = commands.add_parser("eval", help="test error of an .epr file or ONNX model")
     evaluate.add_argument("model", type=Path, help="FILE.epr or MODEL.onnx")
     evaluate.add_argument("--dataset", required=True)
     evaluate.add_argument("--data-dir", type=Path, default=None)
+    _add_read_limits(evaluate)
 
     info = commands.add_parser("info", help="what an .epr file holds, tensor by tensor")
     info.add_argument("file", type=Path)
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_read_limits(info)
 
     validate = commands.add_parser(
         "validate", help="check .epr files against the format spec; exit 0 only if all are valid"
     )
     validate.add_argument("files", type=Path, nargs="+", metavar="FILE")
     validate.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_read_limits(validate)
 
     commands.add_parser("plugins", help="list registered architectures and datasets")
     return parser
@@ -207,7 +233,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_decode(args: argparse.Namespace) -> int:
     from eprpipe.deploy import decode_file, save_onnx
 
-    model = decode_file(args.file)
+    model = decode_file(args.file, _read_limits(args))
     save_onnx(model, args.output)
     print(f"wrote {args.output} ({args.output.stat().st_size:,} bytes)")
     return 0
@@ -216,7 +242,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from eprpipe.deploy import evaluate_file
 
-    result, examples = evaluate_file(args.model, args.dataset, args.data_dir)
+    result, examples = evaluate_file(args.model, args.dataset, args.data_dir, _read_limits(args))
     print(
         f"{args.model}: test error {100 * result.error:.2f} % "
         f"({result.total - result.correct} of {result.total} {args.dataset} {examples} wrong)"
@@ -228,7 +254,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from eprpipe.container import read_epr
     from eprpipe.report import info_json, info_report
 
-    contents, sizes = read_epr(args.file)
+    contents, sizes = read_epr(args.file, limits=_read_limits(args))
     if args.json:
         print(json.dumps(info_json(contents, sizes), indent=2, sort_keys=True))
     else:
@@ -243,7 +269,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     reports = []
     for path in args.files:
         try:
-            reports.append(validate_file(path))
+            reports.append(validate_file(path, limits=_read_limits(args)))
         except EprError as error:
             report = Report(str(path), 0)
             report.violations.append(Violation("unreadable", str(error), None, None))

@@ -15,15 +15,16 @@ from eprpipe.container import read_epr
 from eprpipe.datasets import prepare
 from eprpipe.errors import EprError, FormatError
 from eprpipe.evaluate import EvalResult, evaluate_model
+from eprpipe.limits import DEFAULT_LIMITS, ReadLimits
 from eprpipe.onnx_build import build_onnx, parse_graph
 from eprpipe.plugins import get_dataset
 
 MAX_ONNX_BYTES = 2**31
 
 
-def decode_file(path: Path) -> onnx.ModelProto:
+def decode_file(path: Path, limits: ReadLimits = DEFAULT_LIMITS) -> onnx.ModelProto:
     """An .epr file → a self-contained ONNX model with its weights decoded from the latents."""
-    contents, _ = read_epr(path)
+    contents, _ = read_epr(path, limits=limits)
     return build_onnx(contents)
 
 
@@ -61,10 +62,12 @@ def model_input_shape(model: onnx.ModelProto) -> tuple[int, int, int]:
     return tuple(d.dim_value for d in dims[1:])
 
 
-def evaluate_file(path: Path, dataset: str, data_dir: Path | None) -> tuple[EvalResult, str]:
+def evaluate_file(
+    path: Path, dataset: str, data_dir: Path | None, limits: ReadLimits = DEFAULT_LIMITS
+) -> tuple[EvalResult, str]:
     """Test error of an .epr file or ONNX model on a registered dataset's test split."""
     path = Path(path)
-    model = load_onnx(path) if path.suffix == ".onnx" else decode_file(path)
+    model = load_onnx(path) if path.suffix == ".onnx" else decode_file(path, limits)
     spec = get_dataset(dataset)
     images, labels = prepare(spec.load("test", data_dir), model_input_shape(model))
     return evaluate_model(model, images, labels), "test images"

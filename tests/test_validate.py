@@ -82,3 +82,25 @@ def test_non_epr_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     code, out, _ = run(["validate", str(path)], capsys)
     assert code == 1
     assert "[bad-magic]" in out and "offset 0" in out
+
+
+def test_read_limits_can_be_raised_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A third-party file declaring 2^21 elements in a few hundred bytes: over the default."""
+    from make_vectors import _scalar_head, split
+
+    from eprpipe.bitio import svarint
+
+    base = _base()
+    tens = next(body for tag, _, body in split(base) if tag == b"TENS")
+    extra = _scalar_head(b"extra", (1 << 11, 1 << 10)) + b"\x00" + svarint(0)  # CONSTANT 0
+    path = tmp_path / "dense.epr"
+    path.write_bytes(replace_section(base, b"TENS", uvarint(tens[0] + 1) + tens[1:] + extra))
+    code, out, _ = run(["validate", str(path)], capsys)
+    assert code == 1 and "[limit-exceeded]" in out
+    code, out, _ = run(["validate", "--elements-per-byte", "8192", str(path)], capsys)
+    assert code == 0, out
+    assert main(["info", "--elements-per-byte", "8192", str(path)]) == 0
+    assert main(["decode", "--elements-per-byte", "0", str(path), "-o", str(tmp_path / "m")]) == 1
+    assert "--elements-per-byte must be at least 1" in capsys.readouterr().err
