@@ -6,7 +6,6 @@ let them propagate: no IndexError or struct.error ever leaves this module.
 
 from __future__ import annotations
 
-import struct
 from typing import TypeVar
 
 import numpy as np
@@ -84,12 +83,6 @@ class ByteReader:
 
     def read_u8(self, what: str = "u8") -> int:
         return self.read_bytes(1, what)[0]
-
-    def read_u16(self, what: str = "u16") -> int:
-        return struct.unpack("<H", self.read_bytes(2, what))[0]
-
-    def read_u32(self, what: str = "u32") -> int:
-        return struct.unpack("<I", self.read_bytes(4, what))[0]
 
     def read_uvarint(self, what: str = "varint") -> int:
         """Minimal-length LEB128 below 2**64; overlong or oversized encodings are rejected."""

@@ -86,9 +86,9 @@ def test_uvarint_rejects_malformed(data: str, message: str) -> None:
 
 def test_byte_reader_errors_name_section_and_absolute_offset() -> None:
     reader = ByteReader(b"\x01\x02\x03", section="TENS", base=40)
-    assert reader.read_u16() == 0x0201
+    assert bytes(reader.read_bytes(2, "pair")) == b"\x01\x02"
     with pytest.raises(FormatError) as info:
-        reader.read_u32("word")
+        reader.read_bytes(4, "word")
     assert (info.value.section, info.value.offset) == ("TENS", 42)
     assert "truncated word" in str(info.value)
 
