@@ -81,7 +81,7 @@ def compact_buffers(
         trial = list(records)
         for index in chosen:
             trial[index] = quantize(records[index], bits) or records[index]
-        coded = sum(_record_bytes(trial[i]) for i in chosen)
+        coded = _payload_bytes([trial[i] for i in chosen])
         if coded >= raw_bytes:
             break  # finer grids only cost more
         changed = int((predictions(trial) != exact).sum())
@@ -90,6 +90,7 @@ def compact_buffers(
     return records, BufferChoice(None, raw_bytes, raw_bytes, 0, len(exact))
 
 
-def _record_bytes(record: container.TensorRecord) -> int:
-    _, sizes = container.encode_container(container.EprContents({}, b"", [record]))
+def _payload_bytes(records: list[container.TensorRecord]) -> int:
+    """What `records` add to a file's parameter payload, coded as the writer codes them."""
+    _, sizes = container.encode_container(container.EprContents({}, b"", records))
     return sizes.payload_bytes

@@ -59,9 +59,6 @@ class RecordKind(IntEnum):
     RDFT = 2
 
 
-_RECORD_KINDS = frozenset(int(kind) for kind in RecordKind)
-
-
 @dataclass(frozen=True)
 class ScalarDecoder:
     """theta = step * latent."""
@@ -340,7 +337,9 @@ def _manifest_json(manifest: dict) -> bytes:
         raise EprError(f"manifest is not JSON-serializable: {err}") from err
 
 
-def _parse_manifest(data: bytes, fail: Callable[..., FormatError]) -> dict:
+def _parse_manifest(data: bytes, fail: Callable[..., FormatError]) -> tuple[dict, bool]:
+    """The manifest, and whether `data` is its canonical text (which only validators require)."""
+
     def unique_keys(pairs: list[tuple[str, object]]) -> dict:
         result = dict(pairs)
         if len(result) != len(pairs):
@@ -372,10 +371,10 @@ def _parse_manifest(data: bytes, fail: Callable[..., FormatError]) -> dict:
     if not isinstance(manifest, dict):
         raise fail("manifest is not a JSON object", "bad-manifest")
     try:
-        _manifest_json(manifest)
+        canonical = _manifest_json(manifest)
     except EprError as err:  # e.g. a lone surrogate escape, which UTF-8 cannot carry
         raise fail(f"manifest holds text UTF-8 cannot encode: {err}", "bad-manifest") from err
-    return manifest
+    return manifest, canonical == data
 
 
 # --- container ------------------------------------------------------------------------------
@@ -593,7 +592,7 @@ class PartialRead:
     """What a lenient read recovered: each core part, or None where it has a defect."""
 
     manifest: dict | None = None
-    manifest_json: bytes | None = None  # the inflated manifest text, for the canonical check
+    manifest_is_canonical: bool | None = None  # producers must write canonical JSON (spec 4.1)
     graph: bytes | None = None
     tensors: list[TensorRecord] | None = None
     violations: list[FormatError] = field(default_factory=list)
@@ -649,7 +648,7 @@ def _decode(
     graph_bytes = part(lambda: _unzstd(graph, graph_limit, limits.max_zstd_window))
     tensors = part(lambda: _read_tensors(tens, limits, ReadBudget(limits, len(data))))
     if partial is not None:
-        partial.manifest, partial.manifest_json = manifest or (None, None)
+        partial.manifest, partial.manifest_is_canonical = manifest or (None, None)
         partial.graph = graph_bytes
         partial.tensors = tensors[0] if tensors else None
         if partial.violations:
@@ -665,11 +664,6 @@ def _decode(
         sizes,
     )
     return EprContents(manifest=manifest[0], graph=graph_bytes, tensors=records), breakdown
-
-
-def canonical_manifest(manifest: dict) -> bytes:
-    """The manifest text a producer must write (spec: sorted keys, no spaces, UTF-8)."""
-    return _manifest_json(manifest)
 
 
 def _core_sections(sections: list[_Section]) -> tuple[_Section, _Section, _Section, int]:
@@ -702,10 +696,9 @@ def _core_sections(sections: list[_Section]) -> tuple[_Section, _Section, _Secti
     return known[TAG_META], known[TAG_GRAPH], known[TAG_TENSORS], unknown_bytes
 
 
-def _read_manifest(meta: _Section, limits: ReadLimits) -> tuple[dict, bytes]:
+def _read_manifest(meta: _Section, limits: ReadLimits) -> tuple[dict, bool]:
     limit = limits.inflation_allowance(len(meta.data), limits.max_manifest_bytes)
-    text = _unzstd(meta, limit, limits.max_zstd_window)
-    return _parse_manifest(text, _failure(meta)), text
+    return _parse_manifest(_unzstd(meta, limit, limits.max_zstd_window), _failure(meta))
 
 
 def _read_tensors(

@@ -11,7 +11,7 @@ layer, where one routine per syntax structure serves both directions).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,9 +73,7 @@ class Structure:
         Offsets in errors point at the first byte of the offending field.
         """
         values: Context = dict(context or {})
-        for item in self.fields:
-            if item.present is not None and not item.present(values):
-                continue
+        for item in self._present(values):
             at = reader.offset
             value = _read_value(reader, item, values)
             values[item.name] = value
@@ -85,36 +83,31 @@ class Structure:
 
     def problem(self, values: Context, context: Context | None = None) -> str | None:
         """The first rule `values` break, named by field, or None; nothing is serialized."""
-        scope: Context = dict(context or {})
-        scope.update(values)
-        for item in self.fields:
-            if item.present is not None and not item.present(scope):
-                continue
+        scope: Context = {**(context or {}), **values}
+        for item in self._present(scope):
             if item.rule is not None and (problem := item.rule(values[item.name], scope)):
                 return f"{item.name}: {problem}"
         return None
 
     def write(self, values: Context, context: Context | None = None) -> bytes:
         """Serialize `values`; a value the reader would reject is an EprError here."""
-        scope: Context = dict(context or {})
-        scope.update(values)
-        out = bytearray()
-        for item in self.fields:
-            if item.present is not None and not item.present(scope):
-                continue
+        scope: Context = {**(context or {}), **values}
+        fields = list(self._present(scope))
+        for item in fields:
             if item.name not in values:
                 raise EprError(f"{self.name}: field {item.name} is missing")
-            value = values[item.name]
-            if item.count is not None:
-                expected = _count(item, scope)
-                if len(value) != expected:
-                    raise EprError(
-                        f"{self.name}.{item.name}: {len(value)} elements, syntax needs {expected}"
-                    )
-            if item.rule is not None and (problem := item.rule(value, scope)):
-                raise EprError(f"{self.name}.{item.name}: {problem}")
-            out += _encode_value(item, value)
-        return bytes(out)
+            if item.count is not None and len(values[item.name]) != _count(item, scope):
+                raise EprError(
+                    f"{self.name}.{item.name}: {len(values[item.name])} elements, "
+                    f"syntax needs {_count(item, scope)}"
+                )
+        if problem := self.problem(values, context):
+            raise EprError(f"{self.name}.{problem}")
+        return b"".join(_encode_value(item, values[item.name]) for item in fields)
+
+    def _present(self, scope: Context) -> Iterator[Field]:
+        """The fields `scope` (the values read or given so far) says are in the structure."""
+        return (item for item in self.fields if item.present is None or item.present(scope))
 
     def render(self) -> str:
         """The pseudo-structure as spec/FORMAT.md prints it."""

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from eprpipe.container import (
     EprContents,
     PartialRead,
-    canonical_manifest,
     decode_weights,
     find_violations,
     read_bounded,
@@ -67,9 +66,7 @@ def validate_bytes(
     """All violations found in `data`; a report without violations is a valid file."""
     partial = find_violations(data, limits=limits)
     report = Report(source, len(data), [Violation.of(err) for err in partial.violations])
-    if partial.manifest is not None and partial.manifest_json != canonical_manifest(
-        partial.manifest
-    ):
+    if partial.manifest_is_canonical is False:
         report.violations.append(
             Violation("non-canonical-manifest", "manifest is not in canonical form", "META", None)
         )
