@@ -6,6 +6,7 @@ have numpy, and it loads its test data through the same dataset plugins as train
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,15 +46,67 @@ class ImageSplit:
 
 
 @dataclass(frozen=True)
+class ImageFiles:
+    """A split kept on disk and decoded a batch at a time: datasets too large for memory.
+
+    ``paths[i]`` is an image file whose class is ``labels[i]`` (int64), an index into
+    ``classes``. ``read(path, size, rng)`` returns that image as uint8 (C, H, W) of ``size`` =
+    (H, W): with ``rng=None`` the evaluation view (e.g. resize and centre crop), with a numpy
+    Generator the random training view named ``view`` (None: the reader has none). ``size``
+    is None until `prepare_files` fits the split to an architecture's input.
+    """
+
+    paths: tuple[str, ...]
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    read: Callable[[str, tuple[int, int], np.random.Generator | None], np.ndarray]
+    channels: int = 3
+    view: str | None = None
+    size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.labels.dtype != np.int64 or self.labels.shape != (len(self.paths),):
+            raise DataError(
+                f"labels must be int64 ({len(self.paths)},), got {self.labels.dtype} "
+                f"{self.labels.shape}"
+            )
+        if len(self.labels) and not 0 <= self.labels.min() <= self.labels.max() < len(self.classes):
+            raise DataError(f"labels must lie in 0..{len(self.classes) - 1}")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read_batch(
+        self, indices: np.ndarray, rngs: list[np.random.Generator] | None = None
+    ) -> np.ndarray:
+        """Images ``indices`` as one uint8 (N, C, H, W) array; ``rngs`` (one per image) or None."""
+        if self.size is None:
+            raise DataError("the split has no image size yet: pass it through prepare()")
+        batch = np.empty((len(indices), self.channels, *self.size), dtype=np.uint8)
+        for slot, index in enumerate(indices):
+            image = self.read(self.paths[index], self.size, rngs[slot] if rngs else None)
+            if image.shape != batch.shape[1:] or image.dtype != np.uint8:
+                raise DataError(
+                    f"{self.paths[index]}: the reader returned {image.dtype} {image.shape}, "
+                    f"expected uint8 {batch.shape[1:]}"
+                )
+            batch[slot] = image
+        return batch
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """What a dataset plugin registers: metadata up front, pixels only when ``load`` is called.
 
     ``mean`` and ``std`` are per channel on the [0, 1] pixel scale, measured on the train split
     at the native ``image_shape``. ``load(split, data_dir)`` takes "train" or "test" and the
-    user's ``--data-dir`` (None when not given; see `resolve_data_dir`). ``augmentation`` names
+    user's ``--data-dir`` (None when not given; see `resolve_data_dir`) and returns an
+    `ImageSplit` (in memory) or `ImageFiles` (on disk). ``classes`` may be empty when the data
+    names them (class folders); the loaded `ImageFiles` then carries them. ``augmentation`` names
     the random transform training applies to each train batch (a key of
-    ``eprpipe.augment.AUGMENTATIONS``, e.g. "crop4-flip"), or None for none; it is a name, not
-    a function, so that registering a dataset needs no torch. Test data is never augmented.
+    ``eprpipe.augment.AUGMENTATIONS``, e.g. "crop4-flip"; for `ImageFiles`, the random view its
+    reader makes, e.g. "random-resized-crop-flip"), or None for none; it is a name, not a
+    function, so that registering a dataset needs no torch. Test data is never augmented.
     """
 
     name: str
@@ -61,7 +114,7 @@ class DatasetSpec:
     image_shape: Shape3
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    load: Callable[[Split, Path | None], ImageSplit]
+    load: Callable[[Split, Path | None], ImageSplit | ImageFiles]
     description: str
     augmentation: str | None = None
 
@@ -106,6 +159,17 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return a + w * (b - a)
 
 
+def prepare_files(split: ImageFiles, input_shape: Shape3) -> ImageFiles:
+    """Fit an on-disk split to an architecture's (C, H, W) input: its reader makes that size."""
+    channels, height, width = input_shape
+    if split.channels != channels:
+        raise DataError(
+            f"the architecture takes {channels}-channel input, the dataset has "
+            f"{split.channels} channels"
+        )
+    return dataclasses.replace(split, size=(height, width))
+
+
 def prepare(split: ImageSplit, input_shape: Shape3) -> tuple[np.ndarray, np.ndarray]:
     """Fit a split to an architecture's (C, H, W) input: float32 in [0, 1], resized if needed."""
     channels, height, width = input_shape
@@ -137,3 +201,22 @@ def resolve_data_dir(dataset_name: str, data_dir: Path | None) -> Path:
         return Path(root).expanduser() / dataset_name
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache).expanduser() / "eprpipe" / dataset_name
+
+
+Prepared = tuple[np.ndarray, np.ndarray] | ImageFiles
+
+
+def fit(split: ImageSplit | ImageFiles, input_shape: Shape3) -> Prepared:
+    """`prepare` for in-memory splits, `prepare_files` for on-disk ones."""
+    if isinstance(split, ImageFiles):
+        return prepare_files(split, input_shape)
+    return prepare(split, input_shape)
+
+
+def classes_of(spec: DatasetSpec, split: ImageSplit | ImageFiles | Prepared) -> tuple[str, ...]:
+    """Class names: the spec's, else (class-folder datasets) the loaded split's."""
+    if spec.classes:
+        return spec.classes
+    if isinstance(split, ImageFiles):
+        return split.classes
+    raise DataError(f"dataset {spec.name!r} registers no class names and its data names none")

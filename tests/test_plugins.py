@@ -80,7 +80,7 @@ def test_load_plugins_is_idempotent():
     load_plugins()
     load_plugins()
     assert get_plugin_manager() is pm
-    assert sorted(datasets()) == ["cifar10", "digits", "fashion-mnist", "mnist"]
+    assert sorted(datasets()) == ["cifar10", "digits", "fashion-mnist", "imagenet", "mnist"]
 
 
 BUILTIN_ARCHITECTURES = [
@@ -103,7 +103,10 @@ def test_registries():
             get_architecture,
             f"unknown architecture 'resnet'; known: {', '.join(BUILTIN_ARCHITECTURES)}",
         ),
-        (get_dataset, "unknown dataset 'resnet'; known: cifar10, digits, fashion-mnist, mnist"),
+        (
+            get_dataset,
+            "unknown dataset 'resnet'; known: cifar10, digits, fashion-mnist, imagenet, mnist",
+        ),
     ],
 )
 def test_unknown_names_list_the_known_ones(get, message):
