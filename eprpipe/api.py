@@ -22,15 +22,24 @@ from eprpipe import __version__, container
 from eprpipe.atomic import write_atomically
 from eprpipe.buffers import BufferChoice, compact_buffers
 from eprpipe.checkpoint import Checkpointer, CheckpointPolicy, identity_of
-from eprpipe.datasets import prepare
+from eprpipe.datasets import ImageFiles, Prepared, classes_of, fit
 from eprpipe.distributed import init_world
 from eprpipe.errors import EprError
-from eprpipe.evaluate import EvalResult, evaluate_model, predict
+from eprpipe.evaluate import EvalResult, evaluate_split, predict
 from eprpipe.export import INPUT_NAME, OUTPUT_NAME, weightless_graph
+from eprpipe.loader import FileData
 from eprpipe.onnx_build import build_onnx
 from eprpipe.plugins import get_architecture, get_dataset
 from eprpipe.reparam import DEFAULT_INIT_STEP, EPRModel, RdftDecoder
-from eprpipe.train import History, TensorData, TrainConfig, error_rate, train_epr, train_plain
+from eprpipe.train import (
+    Data,
+    History,
+    TensorData,
+    TrainConfig,
+    error_rate,
+    train_epr,
+    train_plain,
+)
 from eprpipe.weights import load_into
 
 HELD_OUT_EXAMPLES = 1000
@@ -136,8 +145,8 @@ def _buffers(net: nn.Module) -> dict[str, torch.Tensor]:
 
 def _baseline_error(
     net: nn.Module,
-    train: TensorData,
-    test: TensorData,
+    train: Data,
+    test: Data,
     config: TrainConfig,
     run: Checkpointer | None,
 ) -> float:
@@ -154,10 +163,28 @@ def _baseline_error(
     return error
 
 
+def _training_data(split: Prepared, spec: InputSpec, device: str, workers: int | None) -> Data:
+    """In-memory arrays go whole onto the device; image files stream through loader workers."""
+    if isinstance(split, ImageFiles):
+        return FileData(split, spec.mean, spec.std, device, workers)
+    return TensorData.from_numpy(*split, spec.mean, spec.std, device)
+
+
+def _held_out_images(train: Prepared) -> np.ndarray:
+    """The last HELD_OUT_EXAMPLES training images (evaluation view), uint8 or float32."""
+    if isinstance(train, ImageFiles):
+        return train.read_batch(np.arange(max(0, len(train) - HELD_OUT_EXAMPLES), len(train)))
+    return train[0][-HELD_OUT_EXAMPLES:]
+
+
+def _examples(split: Prepared) -> int:
+    return len(split) if isinstance(split, ImageFiles) else len(split[1])
+
+
 def compress_module(
     net: nn.Module,
-    train: tuple[np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray],
+    train: Prepared,
+    test: Prepared,
     output: Path,
     *,
     input_spec: InputSpec,
@@ -171,8 +198,13 @@ def compress_module(
     dataset: str = "custom",
     checkpoint: CheckpointPolicy | None = None,
     compact: bool = True,
+    workers: int | None = None,
 ) -> CompressResult:
-    """Train `net` with EPR on `train` (images in [0, 1], NCHW; int labels), write `output`.
+    """Train `net` with EPR on `train`, write `output`.
+
+    `train` and `test` are (images, labels) arrays (images uint8 or float32 in [0, 1], NCHW;
+    int labels) or `ImageFiles` fitted to the input (`eprpipe.datasets.fit`), which stream
+    from disk through `workers` decoding processes (default: one per core, at most 8).
 
     The module is modified in place (its parameters become latent parametrizations). With a
     `checkpoint` policy the run saves itself as it goes and, with `resume`, continues a run
@@ -189,12 +221,12 @@ def compress_module(
     torch.manual_seed(config.seed)
     net = net.to(config.device)
     plain = copy.deepcopy(net)
-    train_data = TensorData.from_numpy(*train, input_spec.mean, input_spec.std, config.device)
-    test_data = TensorData.from_numpy(*test, input_spec.mean, input_spec.std, config.device)
+    train_data = _training_data(train, input_spec, config.device, workers)
+    test_data = _training_data(test, input_spec, config.device, workers)
 
     run = Checkpointer(checkpoint, identity_of(
         config, architecture=architecture, dataset=dataset, decoder=decoder, prior=prior,
-        init_step=init_step, baseline=baseline, train_examples=len(train[1]),
+        init_step=init_step, baseline=baseline, train_examples=_examples(train),
     )) if checkpoint else None  # fmt: skip
     baseline_error = _baseline_error(net, train_data, test_data, config, run) if baseline else None
     model = EPRModel(net, decoder=decoder, prior=prior, init_step=init_step)
@@ -224,17 +256,17 @@ def compress_module(
     }
     buffer_choice = None
     if compact:
-        held_out = tuple(array[-HELD_OUT_EXAMPLES:] for array in train)
+        held_out = _held_out_images(train)
 
         def held_out_predictions(candidates: list[container.TensorRecord]) -> np.ndarray:
             model_proto = build_onnx(container.EprContents(manifest, graph, candidates))
-            return predict(model_proto, held_out[0])
+            return predict(model_proto, held_out)
 
         records, buffer_choice = compact_buffers(records, held_out_predictions)
     contents = container.EprContents(manifest=manifest, graph=graph, tensors=records)
     data, sizes = container.encode_container(contents)
     decoded, _ = container.decode_container(data, source=str(output))
-    evaluation = evaluate_model(build_onnx(decoded), *test)
+    evaluation = evaluate_split(build_onnx(decoded), test)
     manifest["metrics"] = {
         "test_error": evaluation.error,
         "test_examples": evaluation.total,
@@ -282,12 +314,13 @@ def compress_registered(
     arch = get_architecture(architecture)
     spec = get_dataset(dataset)
     check_writable(Path(output))
-    train = prepare(spec.load("train", data_dir), arch.input_shape)
-    test = prepare(spec.load("test", data_dir), arch.input_shape)
+    train = fit(spec.load("train", data_dir), arch.input_shape)
+    test = fit(spec.load("test", data_dir), arch.input_shape)
+    classes = classes_of(spec, train)
     if augment and config.augmentation is None and spec.augmentation:
         config = dataclasses.replace(config, augmentation=spec.augmentation)
     torch.manual_seed(config.seed)
-    net = arch.factory(num_classes=len(spec.classes))
+    net = arch.factory(num_classes=len(classes))
     if init_from is not None:
         load_into(net, init_from)
     input_spec = InputSpec(shape=tuple(arch.input_shape), mean=spec.mean, std=spec.std)
@@ -297,7 +330,7 @@ def compress_registered(
         test,
         Path(output),
         input_spec=input_spec,
-        classes=spec.classes,
+        classes=classes,
         config=config,
         architecture=architecture,
         dataset=dataset,

@@ -23,7 +23,7 @@ from eprpipe.distributed import current_world
 from eprpipe.errors import EprError
 
 FORMAT = "eprpipe-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: augmentation seeded per step, no augmenter state
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,14 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="skip training the uncompressed model for comparison",
     )
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes decoding image files (folder datasets such as imagenet; default: one "
+        "per core, at most 8)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--init-from",
@@ -206,6 +214,7 @@ def _compress(
         prior=args.prior,
         baseline=not args.no_baseline,
         checkpoint=checkpoint,
+        workers=args.workers,
     )
     from eprpipe.distributed import current_world
 

@@ -12,9 +12,9 @@ import onnx
 
 from eprpipe.atomic import write_atomically
 from eprpipe.container import read_epr
-from eprpipe.datasets import prepare
+from eprpipe.datasets import fit
 from eprpipe.errors import EprError, FormatError
-from eprpipe.evaluate import EvalResult, evaluate_model
+from eprpipe.evaluate import EvalResult, evaluate_split
 from eprpipe.limits import DEFAULT_LIMITS, ReadLimits
 from eprpipe.onnx_build import build_onnx, parse_graph
 from eprpipe.plugins import get_dataset
@@ -69,5 +69,5 @@ def evaluate_file(
     path = Path(path)
     model = load_onnx(path) if path.suffix == ".onnx" else decode_file(path, limits)
     spec = get_dataset(dataset)
-    images, labels = prepare(spec.load("test", data_dir), model_input_shape(model))
-    return evaluate_model(model, images, labels), "test images"
+    test = fit(spec.load("test", data_dir), model_input_shape(model))
+    return evaluate_split(model, test), "test images"

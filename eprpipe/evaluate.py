@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from eprpipe.datasets import ImageFiles, Prepared, as_float
+
 EVAL_BATCH = 1000
+FILE_BATCH = 250  # images decoded at a time from files: 250 × 3 × 224 × 224 floats is 150 MB
 
 
 @dataclass(frozen=True)
@@ -29,18 +35,49 @@ def session(model: onnx.ModelProto) -> ort.InferenceSession:
     )
 
 
-def predict(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
-    """Top-1 class of each image (float32 in [0, 1], NCHW), in fixed batches of 1,000."""
+def _classify(model: onnx.ModelProto, batches: Iterator[np.ndarray]) -> np.ndarray:
     runner = session(model)
     input_name = runner.get_inputs()[0].name
-    classes = []
-    for start in range(0, len(images), EVAL_BATCH):
-        batch = np.ascontiguousarray(images[start : start + EVAL_BATCH], dtype=np.float32)
-        classes.append(runner.run(None, {input_name: batch})[0].argmax(1))
+    classes = [runner.run(None, {input_name: batch})[0].argmax(1) for batch in batches]
     return np.concatenate(classes) if classes else np.zeros(0, dtype=np.int64)
 
 
+def predict(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
+    """Top-1 class of each image (uint8 0..255 or float32 in [0, 1], NCHW), 1,000 at a time."""
+    return _classify(
+        model,
+        (
+            np.ascontiguousarray(as_float(images[start : start + EVAL_BATCH]))
+            for start in range(0, len(images), EVAL_BATCH)
+        ),
+    )
+
+
+def _file_batches(files: ImageFiles, threads: int) -> Iterator[np.ndarray]:
+    """The evaluation view of every file, in order, decoded by `threads` threads (Pillow
+    releases the GIL while it decodes and resizes)."""
+    order = np.arange(len(files))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for start in range(0, len(order), FILE_BATCH):
+            chunks = np.array_split(order[start : start + FILE_BATCH], threads)
+            parts = pool.map(files.read_batch, [chunk for chunk in chunks if len(chunk)])
+            yield as_float(np.concatenate(list(parts)))
+
+
+def predict_files(model: onnx.ModelProto, files: ImageFiles, threads: int | None = None):
+    """Top-1 class of every image of an on-disk split, decoded a batch at a time."""
+    return _classify(model, _file_batches(files, threads or os.cpu_count() or 1))
+
+
 def evaluate_model(model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray) -> EvalResult:
-    """Top-1 accuracy on `images` (float32 in [0, 1], NCHW)."""
+    """Top-1 accuracy on `images` (uint8 or float32 in [0, 1], NCHW)."""
     correct = int((predict(model, images) == labels).sum())
     return EvalResult(correct=correct, total=len(labels))
+
+
+def evaluate_split(model: onnx.ModelProto, split: Prepared) -> EvalResult:
+    """Top-1 accuracy on a prepared split, in memory or on disk."""
+    if isinstance(split, ImageFiles):
+        correct = int((predict_files(model, split) == split.labels).sum())
+        return EvalResult(correct=correct, total=len(split))
+    return evaluate_model(model, *split)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -40,7 +42,7 @@ class TrainConfig:
     plain_lr: float = 1e-3
     schedule: str = "cosine"
     rate_estimator: str = "noise"
-    augmentation: str | None = None  # a name in eprpipe.augment.AUGMENTATIONS
+    augmentation: str | None = None  # see Data.check_augmentation
     bf16: bool = False  # forward pass under bfloat16 autocast; rate term and updates in float32
     seed: int = 0
     device: str = "cpu"
@@ -51,9 +53,6 @@ class TrainConfig:
             raise EprError("epochs and batch size must be at least 1")
         if self.lam < 0 or not math.isfinite(self.lam):
             raise EprError(f"λ must be a finite number ≥ 0, got {self.lam}")
-        if self.augmentation is not None and self.augmentation not in AUGMENTATIONS:
-            known = ", ".join(sorted(AUGMENTATIONS))
-            raise EprError(f"unknown augmentation {self.augmentation!r}; known: {known}")
         if self.schedule not in SCHEDULES:
             raise EprError(f"unknown schedule {self.schedule!r}; choose {', '.join(SCHEDULES)}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -104,18 +103,72 @@ class TensorData:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def check_augmentation(self, name: str | None) -> None:
+        if name is not None and name not in AUGMENTATIONS:
+            known = ", ".join(sorted(AUGMENTATIONS))
+            raise EprError(f"unknown augmentation {name!r}; known: {known}")
+
+    def batches(
+        self,
+        plan: Sequence[torch.Tensor],
+        first_step: int,
+        augmentation: str | None,
+        key: tuple[int, ...],
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of `plan` (one index tensor per step, steps numbered from `first_step`),
+        augmented on the device with a generator seeded by `key` + step."""
+        for step, indices in enumerate(plan, start=first_step):
+            indices = indices.to(self.images.device)
+            images = self.images[indices]
+            if augmentation:
+                generator = torch.Generator().manual_seed(step_seed((*key, step)))
+                images = augment(augmentation, images, generator, mean=self.mean, std=self.std)
+            yield images, self.labels[indices]
+
+    def eval_batches(self, batch_size: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self), batch_size):
+            yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
+
+
+class Data(Protocol):
+    """What the training loop needs of its data: `TensorData` or `eprpipe.loader.FileData`."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __len__(self) -> int: ...
+
+    def check_augmentation(self, name: str | None) -> None:
+        """Raise EprError unless `batches` can apply augmentation `name` (None: none)."""
+
+    def batches(
+        self,
+        plan: Sequence[torch.Tensor],
+        first_step: int,
+        augmentation: str | None,
+        key: tuple[int, ...],
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def eval_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+def step_seed(key: tuple[int, ...]) -> int:
+    """A 63-bit seed mixed from `key`: independent streams for every (seed, epoch, step, rank)."""
+    low, high = np.random.SeedSequence(key).generate_state(2)
+    return (int(high) << 32 | int(low)) >> 1
+
 
 @torch.no_grad()
-def error_rate(model: nn.Module, data: TensorData, batch_size: int = 1000) -> float:
+def error_rate(model: nn.Module, data: Data) -> float:
     """Top-1 error of `model` on `data`, in eval mode."""
     was_training = model.training
     model.eval()
-    wrong = 0
-    for start in range(0, len(data), batch_size):
-        logits = model(data.images[start : start + batch_size])
-        wrong += int((logits.argmax(1) != data.labels[start : start + batch_size]).sum())
+    wrong = total = 0
+    for images, labels in data.eval_batches():
+        wrong += int((model(images).argmax(1) != labels).sum())
+        total += len(labels)
     model.train(was_training)
-    return wrong / len(data)
+    return wrong / total
 
 
 def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int):
@@ -126,10 +179,24 @@ def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int)
     )
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator):
+def _steps_per_epoch(n: int, batch_size: int, world: World) -> int:
+    """How many steps `_epoch_plan` gives, without drawing an order."""
+    return n // batch_size + (1 if n % batch_size >= world.size else 0)
+
+
+def _epoch_plan(
+    n: int, batch_size: int, generator: torch.Generator, world: World
+) -> list[torch.Tensor]:
+    """This process's examples for each step of an epoch: its share of every shuffled batch.
+
+    A last batch too small to give every process an example is dropped (on all of them).
+    """
     order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
+    return [
+        shard(order[start : start + batch_size], world)
+        for start in range(0, n, batch_size)
+        if len(order[start : start + batch_size]) >= world.size
+    ]
 
 
 @dataclass
@@ -145,8 +212,8 @@ class _Progress:
 
 def _run(
     model: nn.Module,
-    train: TensorData,
-    test: TensorData,
+    train: Data,
+    test: Data,
     config: TrainConfig,
     optimizer: torch.optim.Optimizer,
     extra_loss,
@@ -162,10 +229,10 @@ def _run(
     world = current_world()
     if config.batch_size < world.size:
         raise EprError(f"batch size {config.batch_size} is smaller than {world.size} processes")
-    forward = _distributed(model, world, train.images.device)
+    train.check_augmentation(config.augmentation)
+    forward = _distributed(model, world, torch.device(config.device))
     generator = torch.Generator().manual_seed(config.seed)
-    augmenter = torch.Generator().manual_seed(config.seed + 1 + world.rank)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    steps_per_epoch = _steps_per_epoch(len(train), config.batch_size, world)
     scheduler = _schedule(optimizer, config, config.epochs * steps_per_epoch)
     history = History()
     progress = _Progress()
@@ -177,7 +244,6 @@ def _run(
         history.epochs = [EpochRecord(**record) for record in saved["history"]]
         progress = _Progress(**saved["progress"])
         generator.set_state(progress.epoch_generator)
-        augmenter.set_state(saved["augmenter"])
         restore_rng(saved["rng"])
 
     def state() -> dict:
@@ -188,7 +254,6 @@ def _run(
             "history": [vars(record) for record in history.epochs],
             "progress": vars(progress),
             "rng": rng_state(),
-            "augmenter": augmenter.get_state(),
         }
 
     bar = tqdm(
@@ -205,20 +270,12 @@ def _run(
         if epoch != progress.epoch or progress.epoch_generator is None:
             progress = _Progress(epoch=epoch, epoch_generator=generator.get_state())
         skip = progress.steps_done_in_epoch
-        for index, indices in enumerate(_batches(len(train), config.batch_size, generator)):
-            if index < skip:
-                continue
-            if len(indices) < world.size:  # a last batch too small to share: the same on all
-                continue
-            indices = shard(indices, world).to(train.images.device)
-            images = train.images[indices]
-            if config.augmentation:
-                images = augment(
-                    config.augmentation, images, augmenter, mean=train.mean, std=train.std
-                )
+        plan = _epoch_plan(len(train), config.batch_size, generator, world)
+        key = (config.seed, epoch, world.rank)
+        for images, labels in train.batches(plan[skip:], skip, config.augmentation, key):
             with _autocast(config, images.device):
                 logits = forward(images)
-            task = F.cross_entropy(logits.float(), train.labels[indices])
+            task = F.cross_entropy(logits.float(), labels)
             penalty, bits_per_parameter = extra_loss()
             loss = task + penalty
             optimizer.zero_grad(set_to_none=True)
@@ -288,8 +345,8 @@ def _distributed(model: nn.Module, world: World, device: torch.device) -> nn.Mod
 
 def train_epr(
     model: EPRModel,
-    train: TensorData,
-    test: TensorData,
+    train: Data,
+    test: Data,
     config: TrainConfig,
     checkpoint: Checkpointer | None = None,
 ) -> History:
@@ -314,8 +371,8 @@ def train_epr(
 
 def train_plain(
     net: nn.Module,
-    train: TensorData,
-    test: TensorData,
+    train: Data,
+    test: Data,
     config: TrainConfig,
     checkpoint: Checkpointer | None = None,
 ) -> History:
@@ -323,7 +380,7 @@ def train_plain(
     config.validate()
     torch.manual_seed(config.seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.plain_lr)
-    zero = torch.zeros((), device=train.images.device)
+    zero = torch.zeros((), device=config.device)
 
     def no_penalty() -> tuple[torch.Tensor, float]:
         return zero, 32.0

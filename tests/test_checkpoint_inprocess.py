@@ -56,9 +56,14 @@ def test_interrupted_run_with_augmentation_resumes_to_the_same_file(
     assert not policy.path.exists()
 
 
-def test_augmentation_names_are_checked() -> None:
+def test_augmentation_names_are_checked(tmp_path: Path) -> None:
+    config = TrainConfig(augmentation="mixup", progress=False)
     with pytest.raises(EprError, match="unknown augmentation 'mixup'; known: crop4-flip"):
-        TrainConfig(augmentation="mixup").validate()
+        compress_module(
+            SmallConvNet(), _stripes(64, 0), _stripes(64, 1), tmp_path / "m.epr",
+            input_spec=InputSpec(shape=(1, 6, 6), mean=(0.5,), std=(0.25,)),
+            classes=("horizontal", "vertical"), config=config,
+        )  # fmt: skip
 
 
 def test_bf16_autocast_trains_and_decodes_what_it_trained(tmp_path: Path) -> None:

@@ -1,0 +1,156 @@
+"""Training from image files (DataLoader workers) gives what training from memory gives."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_api import SmallConvNet, _stripes
+
+from eprpipe import checkpoint as checkpoint_module
+from eprpipe.api import InputSpec, compress_module
+from eprpipe.checkpoint import CheckpointPolicy
+from eprpipe.datasets import ImageFiles, prepare_files
+from eprpipe.errors import DataError, EprError
+from eprpipe.evaluate import evaluate_model, evaluate_split
+from eprpipe.loader import FileData
+from eprpipe.train import TensorData, TrainConfig
+
+SPEC = InputSpec(shape=(1, 6, 6), mean=(0.5,), std=(0.25,))
+CLASSES = ("horizontal", "vertical")
+CONFIG = TrainConfig(epochs=2, batch_size=32, lam=0.1, progress=False)
+FLIP = "test-flip"
+
+
+def _read_npy(path: str, size: tuple[int, int], rng: np.random.Generator | None) -> np.ndarray:
+    """A reader as a dataset plugin supplies: the stored image, mirrored at random in training."""
+    image = np.load(path, allow_pickle=False)
+    if rng is not None and rng.random() < 0.5:
+        image = np.ascontiguousarray(image[:, :, ::-1])
+    return image
+
+
+def _uint8(split: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = split
+    return np.round(images * 255).astype(np.uint8), labels
+
+
+def _as_files(split: tuple[np.ndarray, np.ndarray], folder: Path) -> ImageFiles:
+    folder.mkdir()
+    paths = []
+    for index, image in enumerate(split[0]):
+        paths.append(str(folder / f"{index:05d}.npy"))
+        np.save(paths[-1], image)
+    files = ImageFiles(tuple(paths), split[1], CLASSES, _read_npy, channels=1, view=FLIP)
+    return prepare_files(files, SPEC.shape)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("files")
+    train, test = _uint8(_stripes(256, 0)), _uint8(_stripes(96, 1))
+    return train, test, _as_files(train, root / "train"), _as_files(test, root / "test")
+
+
+def _compress(path: Path, train, test, config=CONFIG, **options):
+    torch.manual_seed(0)
+    return compress_module(
+        SmallConvNet(), train, test, path, input_spec=SPEC, classes=CLASSES, config=config,
+        decoder="rdft", baseline=False, **options,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_files_train_to_the_same_bytes_as_arrays(tmp_path: Path, splits, workers: int) -> None:
+    train, test, train_files, test_files = splits
+    in_memory = _compress(tmp_path / "memory.epr", train, test)
+    streamed = _compress(tmp_path / "files.epr", train_files, test_files, workers=workers)
+    assert (tmp_path / "files.epr").read_bytes() == (tmp_path / "memory.epr").read_bytes()
+    assert streamed.evaluation == in_memory.evaluation
+    assert in_memory.evaluation.error < 0.2
+
+
+def test_random_views_do_not_depend_on_workers(splits) -> None:
+    _, _, train_files, _ = splits
+    plan = [torch.arange(i, 256, 7)[:20] for i in range(5)]
+
+    def batches(workers: int) -> list[torch.Tensor]:
+        data = FileData(train_files, SPEC.mean, SPEC.std, "cpu", workers)
+        return [images for images, _ in data.batches(plan, 3, FLIP, (0, 1, 0))]
+
+    serial, parallel = batches(0), batches(2)
+    assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))
+    plain = [images for images, _ in FileData(train_files, SPEC.mean, SPEC.std, "cpu", 0).batches(
+        plan, 3, None, (0, 1, 0))]  # fmt: skip
+    flipped = sum(not torch.equal(a, b) for a, b in zip(serial, plain, strict=True))
+    assert flipped == len(plan)  # 20 images a batch, each mirrored with probability 1/2
+
+
+def test_files_match_arrays_batch_for_batch(splits) -> None:
+    train, _, train_files, _ = splits
+    memory = TensorData.from_numpy(*train, SPEC.mean, SPEC.std, "cpu")
+    files = FileData(train_files, SPEC.mean, SPEC.std, "cpu", 0)
+    plan = [torch.tensor([5, 0, 255]), torch.tensor([17])]
+    for (a, la), (b, lb) in zip(
+        memory.batches(plan, 0, None, (0,)), files.batches(plan, 0, None, (0,)), strict=True
+    ):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+    assert sum(len(y) for _, y in files.eval_batches(100)) == 256
+
+
+def test_interrupted_streaming_run_resumes_to_the_same_file(
+    tmp_path: Path, splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, _, train_files, test_files = splits
+    config = dataclasses.replace(CONFIG, augmentation=FLIP, epochs=3)
+    _compress(tmp_path / "whole.epr", train_files, test_files, config, workers=2)
+    policy = CheckpointPolicy(tmp_path / "run.ckpt", every_steps=5, every_seconds=None)
+    original = checkpoint_module.Checkpointer.save
+    saves = []
+
+    class Crash(Exception):
+        pass
+
+    def save_then_crash(self, phase: str, state: dict) -> None:
+        original(self, phase, state)
+        saves.append(phase)
+        if len(saves) == 3:
+            raise Crash
+
+    monkeypatch.setattr(checkpoint_module.Checkpointer, "save", save_then_crash)
+    with pytest.raises(Crash):
+        _compress(tmp_path / "run.epr", train_files, test_files, config, workers=2,
+                  checkpoint=policy)  # fmt: skip
+    resumed = dataclasses.replace(policy, resume=True)
+    _compress(tmp_path / "run.epr", train_files, test_files, config, workers=2, checkpoint=resumed)
+    assert (tmp_path / "run.epr").read_bytes() == (tmp_path / "whole.epr").read_bytes()
+
+
+def test_batch_augmentations_are_refused_for_files(splits) -> None:
+    _, _, train_files, _ = splits
+    data = FileData(train_files, SPEC.mean, SPEC.std, "cpu", 0)
+    with pytest.raises(EprError, match=r"'crop4-flip' transforms in-memory batches.*test-flip"):
+        next(data.batches([torch.tensor([0])], 0, "crop4-flip", (0,)))
+    with pytest.raises(EprError, match="unknown augmentation 'mixup' for these image files"):
+        data.check_augmentation("mixup")
+
+
+def test_streamed_evaluation_equals_in_memory(tmp_path: Path, splits) -> None:
+    from eprpipe.deploy import decode_file
+
+    train, test, _, test_files = splits
+    _compress(tmp_path / "m.epr", train, test)
+    model = decode_file(tmp_path / "m.epr")
+    assert evaluate_split(model, test_files) == evaluate_model(model, *test)
+
+
+def test_a_reader_returning_the_wrong_shape_is_named(splits) -> None:
+    _, _, train_files, _ = splits
+    wrong = dataclasses.replace(train_files, size=(5, 5))
+    with pytest.raises(DataError, match=r"00000\.npy: the reader returned uint8 \(1, 6, 6\)"):
+        wrong.read_batch(np.array([0]))
+    with pytest.raises(EprError, match="need a size"):
+        FileData(dataclasses.replace(train_files, size=None), SPEC.mean, SPEC.std, "cpu")
