@@ -53,7 +53,7 @@ def predict(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
     )
 
 
-def _file_batches(files: ImageFiles, threads: int) -> Iterator[np.ndarray]:
+def file_batches(files: ImageFiles, threads: int) -> Iterator[np.ndarray]:
     """The evaluation view of every file, in order, decoded by `threads` threads (Pillow
     releases the GIL while it decodes and resizes)."""
     order = np.arange(len(files))
@@ -66,7 +66,7 @@ def _file_batches(files: ImageFiles, threads: int) -> Iterator[np.ndarray]:
 
 def predict_files(model: onnx.ModelProto, files: ImageFiles, threads: int | None = None):
     """Top-1 class of every image of an on-disk split, decoded a batch at a time."""
-    return _classify(model, _file_batches(files, threads or os.cpu_count() or 1))
+    return _classify(model, file_batches(files, threads or os.cpu_count() or 1))
 
 
 def evaluate_model(model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray) -> EvalResult:

@@ -58,3 +58,12 @@ def test_bench_cifar_reports_the_decoded_model_and_the_step_ratio(tmp_path, caps
     assert "| resnet20 | 0.2 | 1 |" in (results / "bench_cifar_resnet20_lam0.2_e1.md").read_text()
     assert (results / "bench_cifar_resnet20_lam0.2_e1.png").stat().st_size > 1000
     assert "ratio" in capsys.readouterr().out
+
+
+def test_bench_loader_streams_jpegs_with_each_worker_count(capsys):
+    tool = _load_tool("bench_loader")
+    assert tool.main(["--images", "12", "--batch-size", "5", "--workers", "0", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "12 JPEGs of 500×375" in out
+    for line in ("0 worker process(es)", "2 worker process(es)", "evaluation view, 2 thread(s)"):
+        assert line in out and "img/s" in out.split(line)[1].splitlines()[0]
