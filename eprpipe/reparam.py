@@ -61,9 +61,11 @@ class ScalarDecoder(nn.Module):
     def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.detach() / self.step().detach()
 
-    def groups(self, latent: torch.Tensor) -> torch.Tensor:
-        """The latents as (groups, n) for the probability model: one group per tensor."""
-        return latent.reshape(1, -1)
+    num_groups = 1  # the probability model has one group per tensor
+
+    def group_of_elements(self, latent: torch.Tensor) -> torch.Tensor:
+        """The group of each latent in memory order (flattened)."""
+        return torch.zeros(latent.numel(), dtype=torch.long)
 
 
 class RdftDecoder(nn.Module):
@@ -79,13 +81,19 @@ class RdftDecoder(nn.Module):
         self.log_steps = nn.Parameter(torch.full((kh, kw), math.log(init_step)))
         self.register_buffer("basis_h", torch.from_numpy(rdft_basis(kh)).float(), persistent=False)
         self.register_buffer("basis_w", torch.from_numpy(rdft_basis(kw)).float(), persistent=False)
+        # B_hᵀ C B_w of every kernel is one product of its flattened coefficients with
+        # kron(B_h, B_w): one matrix multiplication per tensor and step, not an einsum chain.
+        kron = np.kron(rdft_basis(kh), rdft_basis(kw))
+        self.register_buffer("basis", torch.from_numpy(kron).float(), persistent=False)
 
     def steps(self) -> torch.Tensor:
         return ste_float16(self.log_steps.exp())
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        coefficients = latent * self.steps()
-        return torch.einsum("ma,oimn,nb->oiab", self.basis_h, coefficients, self.basis_w)
+        """(step ⊙ φ) per kernel through the basis, with the steps folded into the matrix."""
+        scaled_basis = self.steps().reshape(-1, 1) * self.basis
+        kernels = latent.reshape(-1, scaled_basis.shape[0]) @ scaled_basis
+        return kernels.reshape(latent.shape)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         with _full_precision(latent):
@@ -95,9 +103,14 @@ class RdftDecoder(nn.Module):
         coefficients = torch.einsum("ma,oiab,nb->oimn", self.basis_h, weight.detach(), self.basis_w)
         return coefficients / self.steps().detach()
 
-    def groups(self, latent: torch.Tensor) -> torch.Tensor:
-        """One group per frequency coefficient: (kh·kw, out·in)."""
-        return latent.permute(2, 3, 0, 1).reshape(latent.shape[2] * latent.shape[3], -1)
+    @property
+    def num_groups(self) -> int:
+        """One group per frequency coefficient, shared by all kernels of the tensor."""
+        return self.log_steps.numel()
+
+    def group_of_elements(self, latent: torch.Tensor) -> torch.Tensor:
+        """The group of each latent in memory order: its frequency, the fastest two axes."""
+        return torch.arange(latent.numel()) % self.num_groups
 
 
 @dataclass
@@ -161,10 +174,9 @@ class EPRModel(nn.Module):
             param_decoder.to(param.device)
             parametrize.register_parametrization(module, attribute, param_decoder)
             latent = getattr(module.parametrizations, attribute).original
-            groups, size = param_decoder.groups(latent).shape
             first = len(scales)
-            group_ids.append(torch.arange(first, first + groups).repeat_interleave(size))
-            scales += [_latent_init_scale(latent)] * groups
+            group_ids.append(first + param_decoder.group_of_elements(latent))
+            scales += [_latent_init_scale(latent)] * param_decoder.num_groups
             self.tensors.append(ReparameterizedTensor(name, module, attribute, param_decoder))
         if not self.tensors:
             raise EprError("the module has no floating-point parameters to compress")
@@ -188,7 +200,7 @@ class EPRModel(nn.Module):
         """
         if estimator not in RATE_ESTIMATORS:
             raise EprError(f"unknown rate estimator {estimator!r}")
-        latents = torch.cat([t.decoder.groups(t.latent).reshape(-1) for t in self.tensors])
+        latents = torch.cat([t.latent.reshape(-1) for t in self.tensors])
         if estimator == "noise":
             latents = latents + torch.empty_like(latents).uniform_(-0.5, 0.5)
         elif estimator == "ste":
