@@ -15,7 +15,9 @@ import torch
 
 from .errors import EprError
 
-Augmentation = Callable[[torch.Tensor, torch.Generator, torch.Tensor], torch.Tensor]
+Share = Callable[[torch.Tensor], torch.Tensor]
+# (images, generator, fill, draws, share) → augmented images; see `augment`.
+Augmentation = Callable[[torch.Tensor, torch.Generator, torch.Tensor, int, Share], torch.Tensor]
 
 
 def crop_flip(
@@ -48,7 +50,12 @@ def crop_flip(
 
 
 def random_crop_flip(
-    images: torch.Tensor, generator: torch.Generator, fill: torch.Tensor, pad: int
+    images: torch.Tensor,
+    generator: torch.Generator,
+    fill: torch.Tensor,
+    draws: int,
+    share: Share,
+    pad: int,
 ) -> torch.Tensor:
     """torchvision's RandomCrop(size, padding=pad) then RandomHorizontalFlip(), per image.
 
@@ -56,9 +63,9 @@ def random_crop_flip(
     They are drawn on the generator's device (the trainer's generator is usually a CPU one) and
     then moved, so a seed gives the same augmentation on CPU and CUDA.
     """
-    n = len(images)
-    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=generator.device)
-    flips = torch.randint(0, 2, (n,), generator=generator, device=generator.device).bool()
+    device = generator.device
+    offsets = share(torch.randint(0, 2 * pad + 1, (draws, 2), generator=generator, device=device))
+    flips = share(torch.randint(0, 2, (draws,), generator=generator, device=device).bool())
     return crop_flip(images, fill, offsets.to(images.device), flips.to(images.device), pad)
 
 
@@ -72,12 +79,18 @@ def augment(
     *,
     mean: Sequence[float],
     std: Sequence[float],
+    draws: int | None = None,
+    share: Share | None = None,
 ) -> torch.Tensor:
     """Apply augmentation ``name`` to a normalized batch; ``mean``/``std`` are the dataset's.
 
     torchvision pads the raw image with black before normalizing, so padding here is the value
     a black pixel has after normalization, (0 − mean) / std per channel, computed in float32
     exactly as `eprpipe.train.TensorData` normalizes, not 0.
+
+    With ``draws`` and ``share``, the random parameters are drawn for ``draws`` images (a whole
+    global batch) and ``share`` picks the rows of this process's ``images``, so that an image's
+    augmentation does not depend on how many processes share its batch.
     """
     try:
         transform = AUGMENTATIONS[name]
@@ -93,4 +106,7 @@ def augment(
     black = (torch.zeros(len(mean)) - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(
         std, dtype=torch.float32
     )
-    return transform(images, generator, black.to(images.device, images.dtype))
+    fill = black.to(images.device, images.dtype)
+    if draws is None:
+        return transform(images, generator, fill, len(images), lambda drawn: drawn)
+    return transform(images, generator, fill, draws, share)

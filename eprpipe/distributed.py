@@ -67,6 +67,11 @@ def init_world(device: str) -> tuple[World, str]:
     return current_world(), device
 
 
+def share_positions(world: World) -> slice:
+    """Which positions of a global batch this process takes: every size-th from its rank on."""
+    return slice(world.rank, None, world.size)
+
+
 def shard(indices: torch.Tensor, world: World) -> torch.Tensor:
-    """This process's share of a global batch: every size-th example from its rank on."""
-    return indices[world.rank :: world.size] if world.distributed else indices
+    """This process's share of a global batch (or of anything drawn per batch position)."""
+    return indices[share_positions(world)] if world.distributed else indices

@@ -6,8 +6,9 @@ size of ImageNet cannot. Here each step's images are read and decoded by DataLoa
 uint8 in pinned memory, are copied without blocking and normalized on the device.
 
 The random training view of each image is drawn from a generator seeded by (run seed, epoch,
-step, process rank, slot in batch), not from worker state, so a run gives the same batches
-whatever the number of workers and continues exactly after `--resume`.
+step, position in the global batch), not from worker or process state, so an image gets the
+same view whatever the number of workers or processes, and a run continues exactly after
+`--resume`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from eprpipe.augment import AUGMENTATIONS
 from eprpipe.datasets import ImageFiles
+from eprpipe.distributed import World, share_positions
 from eprpipe.errors import EprError
 
 EVAL_BATCH = 250
@@ -41,11 +43,13 @@ class _BatchReader(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, item: tuple[np.ndarray, tuple[int, ...] | None]):
-        indices, seed = item
+    def __getitem__(self, item: tuple[np.ndarray, tuple[int, ...] | None, slice, int]):
+        """``item``: this process's indices, the step's seed (None: evaluation views), which
+        positions of the global batch they hold, and the global batch's size."""
+        indices, seed, positions, draws = item
         rngs = None
         if seed is not None:
-            children = np.random.SeedSequence(seed).spawn(len(indices))
+            children = np.random.SeedSequence(seed).spawn(draws)[positions]
             rngs = [np.random.default_rng(child) for child in children]
         images = self.files.read_batch(indices, rngs)
         return torch.from_numpy(images), torch.from_numpy(self.files.labels[indices])
@@ -114,20 +118,30 @@ class FileData:
         first_step: int,
         augmentation: str | None,
         key: tuple[int, ...],
+        world: World,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalized batches for `plan` (one index tensor per step), steps numbered from
-        `first_step`; with `augmentation` (the view the split's reader makes), each image's
-        random view is seeded by `key` + (step, slot).
-        """
+        """This process's share of each global batch of `plan` (steps numbered from
+        `first_step`), normalized; with `augmentation` (the view the split's reader makes),
+        image i of a global batch gets the i-th generator spawned from `key` + step, whichever
+        process reads it."""
         self.check_augmentation(augmentation)
+        positions = share_positions(world)
         items = [
-            (indices.numpy(), (*key, step) if augmentation else None)
-            for step, indices in enumerate(plan, start=first_step)
+            (
+                batch[positions].numpy(),
+                (*key, step) if augmentation else None,
+                positions,
+                len(batch),
+            )
+            for step, batch in enumerate(plan, start=first_step)
         ]
         yield from self._stream(items)
 
     def eval_batches(self, batch_size: int = EVAL_BATCH):
         """The whole split in order, evaluation view, normalized, in batches."""
         order = np.arange(len(self.files))
-        items = [(order[i : i + batch_size], None) for i in range(0, len(order), batch_size)]
+        whole = slice(None)
+        items = [
+            (order[i : i + batch_size], None, whole, 0) for i in range(0, len(order), batch_size)
+        ]
         yield from self._stream(items)

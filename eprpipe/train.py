@@ -114,15 +114,24 @@ class TensorData:
         first_step: int,
         augmentation: str | None,
         key: tuple[int, ...],
+        world: World,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of `plan` (one index tensor per step, steps numbered from `first_step`),
-        augmented on the device with a generator seeded by `key` + step."""
-        for step, indices in enumerate(plan, start=first_step):
-            indices = indices.to(self.images.device)
+        """This process's share of each global batch of `plan` (steps numbered from
+        `first_step`), augmented on the device.
+
+        The random draws are made for the whole global batch from a generator seeded by `key`
+        + step, and each process applies its examples' draws: an example gets the same view
+        however many processes share the batch.
+        """
+        for step, batch in enumerate(plan, start=first_step):
+            indices = shard(batch, world).to(self.images.device)
             images = self.images[indices]
             if augmentation:
                 generator = torch.Generator().manual_seed(step_seed((*key, step)))
-                images = augment(augmentation, images, generator, mean=self.mean, std=self.std)
+                images = augment(
+                    augmentation, images, generator, mean=self.mean, std=self.std,
+                    draws=len(batch), share=lambda draws: shard(draws, world),
+                )  # fmt: skip
             yield images, self.labels[indices]
 
     def eval_batches(self, batch_size: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -147,13 +156,14 @@ class Data(Protocol):
         first_step: int,
         augmentation: str | None,
         key: tuple[int, ...],
+        world: World,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
     def eval_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 def step_seed(key: tuple[int, ...]) -> int:
-    """A 63-bit seed mixed from `key`: independent streams for every (seed, epoch, step, rank)."""
+    """A 63-bit seed mixed from `key`: independent streams for every (seed, epoch, step)."""
     low, high = np.random.SeedSequence(key).generate_state(2)
     return (int(high) << 32 | int(low)) >> 1
 
@@ -187,16 +197,13 @@ def _steps_per_epoch(n: int, batch_size: int, world: World) -> int:
 def _epoch_plan(
     n: int, batch_size: int, generator: torch.Generator, world: World
 ) -> list[torch.Tensor]:
-    """This process's examples for each step of an epoch: its share of every shuffled batch.
+    """The shuffled global batches of an epoch; each process later takes its share.
 
     A last batch too small to give every process an example is dropped (on all of them).
     """
     order = torch.randperm(n, generator=generator)
-    return [
-        shard(order[start : start + batch_size], world)
-        for start in range(0, n, batch_size)
-        if len(order[start : start + batch_size]) >= world.size
-    ]
+    batches = [order[start : start + batch_size] for start in range(0, n, batch_size)]
+    return [batch for batch in batches if len(batch) >= world.size]
 
 
 @dataclass
@@ -271,8 +278,8 @@ def _run(
             progress = _Progress(epoch=epoch, epoch_generator=generator.get_state())
         skip = progress.steps_done_in_epoch
         plan = _epoch_plan(len(train), config.batch_size, generator, world)
-        key = (config.seed, epoch, world.rank)
-        for images, labels in train.batches(plan[skip:], skip, config.augmentation, key):
+        key = (config.seed, epoch)
+        for images, labels in train.batches(plan[skip:], skip, config.augmentation, key, world):
             with _autocast(config, images.device):
                 logits = forward(images)
             task = F.cross_entropy(logits.float(), labels)

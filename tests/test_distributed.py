@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from test_imagenet_cli import _write_folders
+from toy_plugin import write_toy_plugin
 
 from eprpipe.container import read_epr
 from eprpipe.validate import validate_file
@@ -17,10 +19,13 @@ ARGS = ["compress", "lenet-300-100", "--dataset", "digits", "--epochs", "3", "--
 ARGS += ["--quiet", "--no-baseline"]
 
 
-def _run(prefix: list[str], output: Path, lam: str = "0.5") -> str:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+def _run(
+    prefix: list[str], output: Path, lam: str = "0.5", args: list[str] = ARGS, path: str = ""
+) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), path]))}
+    env["OMP_NUM_THREADS"] = "1"
     done = subprocess.run(
-        [*prefix, "-m", "eprpipe", *ARGS, "--lambda", lam, "-o", str(output)],
+        [*prefix, "-m", "eprpipe", *args, "--lambda", lam, "-o", str(output)],
         env=env,
         capture_output=True,
         text=True,
@@ -35,17 +40,13 @@ def _latents(path: Path) -> dict[str, np.ndarray]:
     return {r.name: r.latents for r in contents.tensors if r.latents is not None}
 
 
-def test_two_processes_train_like_one(tmp_path: Path) -> None:
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    out = _run([*torchrun, "--nproc-per-node", "2"], tmp_path / "two.epr")
-    _run([sys.executable], tmp_path / "one.epr")
-    _run([sys.executable], tmp_path / "twice_lambda.epr", lam="1.0")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
 
-    assert out.count("parameter payload") == 1  # only rank 0 reports
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.epr", "twice_lambda.epr", "two.epr"]
-    assert validate_file(tmp_path / "two.epr").valid
-    one, two = _latents(tmp_path / "one.epr"), _latents(tmp_path / "two.epr")
-    control = _latents(tmp_path / "twice_lambda.epr")
+
+def _assert_same_up_to_summation_order(folder: Path) -> None:
+    """one.epr and two.epr: the same steps; twice_lambda.epr: the control that must differ."""
+    one, two = _latents(folder / "one.epr"), _latents(folder / "two.epr")
+    control = _latents(folder / "twice_lambda.epr")
     differ = sum(int((one[k] != two[k]).sum()) for k in one)
     differ_control = sum(int((one[k] != control[k]).sum()) for k in one)
     total = sum(v.size for v in one.values())
@@ -54,3 +55,34 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
     assert differ < 0.01 * total
     # Counting the rate once per process would act like a larger λ, which moves far more.
     assert differ_control > 10 * max(differ, 1)
+
+
+def test_two_processes_train_like_one(tmp_path: Path) -> None:
+    out = _run([*TORCHRUN, "2"], tmp_path / "two.epr")
+    _run([sys.executable], tmp_path / "one.epr")
+    _run([sys.executable], tmp_path / "twice_lambda.epr", lam="1.0")
+
+    assert out.count("parameter payload") == 1  # only rank 0 reports
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.epr", "twice_lambda.epr", "two.epr"]
+    assert validate_file(tmp_path / "two.epr").valid
+    _assert_same_up_to_summation_order(tmp_path)
+
+
+def test_two_processes_stream_augmented_image_files_like_one(tmp_path: Path) -> None:
+    """imagenet folders, random crops and flips, a loader worker in each of two processes."""
+    site = write_toy_plugin(tmp_path / "site")
+    data = tmp_path / "data"
+    _write_folders(data, "train", 16, 0)
+    _write_folders(data, "val", 4, 1)
+    args = ["compress", "toy-rgb-mlp", "--dataset", "imagenet", "--data-dir", str(data)]
+    args += ["--epochs", "3", "--batch-size", "16", "--workers", "1", "--quiet", "--no-baseline"]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    out = _run([*TORCHRUN, "2"], runs / "two.epr", args=args, path=str(site))
+    _run([sys.executable], runs / "one.epr", args=args, path=str(site))
+    _run([sys.executable], runs / "twice_lambda.epr", lam="1.0", args=args, path=str(site))
+    assert out.count("parameter payload") == 1
+    assert read_epr(runs / "two.epr")[0].manifest["training"]["augmentation"] == (
+        "random-resized-crop-flip"
+    )
+    _assert_same_up_to_summation_order(runs)

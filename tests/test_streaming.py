@@ -14,6 +14,7 @@ from eprpipe import checkpoint as checkpoint_module
 from eprpipe.api import InputSpec, compress_module
 from eprpipe.checkpoint import CheckpointPolicy
 from eprpipe.datasets import ImageFiles, prepare_files
+from eprpipe.distributed import World
 from eprpipe.errors import DataError, EprError
 from eprpipe.evaluate import evaluate_model, evaluate_split
 from eprpipe.loader import FileData
@@ -23,6 +24,7 @@ SPEC = InputSpec(shape=(1, 6, 6), mean=(0.5,), std=(0.25,))
 CLASSES = ("horizontal", "vertical")
 CONFIG = TrainConfig(epochs=2, batch_size=32, lam=0.1, progress=False)
 FLIP = "test-flip"
+ONE = World()
 
 
 def _read_npy(path: str, size: tuple[int, int], rng: np.random.Generator | None) -> np.ndarray:
@@ -79,12 +81,12 @@ def test_random_views_do_not_depend_on_workers(splits) -> None:
 
     def batches(workers: int) -> list[torch.Tensor]:
         data = FileData(train_files, SPEC.mean, SPEC.std, "cpu", workers)
-        return [images for images, _ in data.batches(plan, 3, FLIP, (0, 1, 0))]
+        return [images for images, _ in data.batches(plan, 3, FLIP, (0, 1), ONE)]
 
     serial, parallel = batches(0), batches(2)
     assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))
     plain = [images for images, _ in FileData(train_files, SPEC.mean, SPEC.std, "cpu", 0).batches(
-        plan, 3, None, (0, 1, 0))]  # fmt: skip
+        plan, 3, None, (0, 1), ONE)]  # fmt: skip
     flipped = sum(not torch.equal(a, b) for a, b in zip(serial, plain, strict=True))
     assert flipped == len(plan)  # 20 images a batch, each mirrored with probability 1/2
 
@@ -95,7 +97,9 @@ def test_files_match_arrays_batch_for_batch(splits) -> None:
     files = FileData(train_files, SPEC.mean, SPEC.std, "cpu", 0)
     plan = [torch.tensor([5, 0, 255]), torch.tensor([17])]
     for (a, la), (b, lb) in zip(
-        memory.batches(plan, 0, None, (0,)), files.batches(plan, 0, None, (0,)), strict=True
+        memory.batches(plan, 0, None, (0,), ONE),
+        files.batches(plan, 0, None, (0,), ONE),
+        strict=True,
     ):
         assert torch.equal(a, b) and torch.equal(la, lb)
     assert sum(len(y) for _, y in files.eval_batches(100)) == 256
@@ -133,7 +137,7 @@ def test_batch_augmentations_are_refused_for_files(splits) -> None:
     _, _, train_files, _ = splits
     data = FileData(train_files, SPEC.mean, SPEC.std, "cpu", 0)
     with pytest.raises(EprError, match=r"'crop4-flip' transforms in-memory batches.*test-flip"):
-        next(data.batches([torch.tensor([0])], 0, "crop4-flip", (0,)))
+        next(data.batches([torch.tensor([0])], 0, "crop4-flip", (0,), ONE))
     with pytest.raises(EprError, match="unknown augmentation 'mixup' for these image files"):
         data.check_augmentation("mixup")
 
@@ -154,3 +158,29 @@ def test_a_reader_returning_the_wrong_shape_is_named(splits) -> None:
         wrong.read_batch(np.array([0]))
     with pytest.raises(EprError, match="need a size"):
         FileData(dataclasses.replace(train_files, size=None), SPEC.mean, SPEC.std, "cpu")
+
+
+def _interleave(shares: list[torch.Tensor]) -> torch.Tensor:
+    """Rebuild a global batch from the shares of processes 0, 1, …: rank r held r, r + size…"""
+    whole = torch.empty((sum(len(s) for s in shares), *shares[0].shape[1:]), dtype=shares[0].dtype)
+    for rank, share in enumerate(shares):
+        whole[rank :: len(shares)] = share
+    return whole
+
+
+@pytest.mark.parametrize("source", ["memory", "files"])
+def test_an_image_gets_the_same_view_however_many_processes_share_its_batch(splits, source):
+    train, _, train_files, _ = splits
+    if source == "memory":
+        data = TensorData.from_numpy(*train, SPEC.mean, SPEC.std, "cpu")
+        augmentation = "crop4-flip"
+    else:
+        data, augmentation = FileData(train_files, SPEC.mean, SPEC.std, "cpu", 0), FLIP
+    plan = [torch.randperm(256, generator=torch.Generator().manual_seed(s))[:31] for s in (1, 2)]
+    alone = list(data.batches(plan, 5, augmentation, (0, 1), ONE))
+    shared = [list(data.batches(plan, 5, augmentation, (0, 1), World(r, 2))) for r in (0, 1)]
+    for step, (images, labels) in enumerate(alone):
+        assert torch.equal(_interleave([shared[r][step][0] for r in (0, 1)]), images)
+        assert torch.equal(_interleave([shared[r][step][1] for r in (0, 1)]), labels)
+    unaugmented = data.batches(plan, 5, None, (0, 1), ONE)
+    assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(unaugmented, alone, strict=True))

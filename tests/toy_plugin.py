@@ -35,9 +35,14 @@ def load(split, data_dir=None):
 
 @hookimpl
 def register_architectures(register):
-    from .models import ToyMLP
+    from .models import ToyMLP, ToyRGBMLP
 
     register(ArchitectureSpec("toy-mlp", ToyMLP, SHAPE, len(CLASSES), "16-32-3 MLP"))
+    register(
+        ArchitectureSpec(
+            "toy-rgb-mlp", ToyRGBMLP, (3, 8, 8), len(CLASSES), "192-16-3 MLP for RGB images"
+        )
+    )
 
 
 @hookimpl
@@ -63,6 +68,18 @@ class ToyMLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(16, 32)
         self.fc2 = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+class ToyRGBMLP(nn.Module):
+    """No batch norm: its steps do not depend on how a batch is split over processes."""
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.fc1 = nn.Linear(3 * 8 * 8, 16)
+        self.fc2 = nn.Linear(16, num_classes)
 
     def forward(self, x):
         return self.fc2(F.relu(self.fc1(x.flatten(1))))

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from eprpipe.datasets import prepare_files
+from eprpipe.distributed import World
 from eprpipe.evaluate import file_batches
 from eprpipe.imagefiles import TRAIN_VIEW, class_folder_split
 from eprpipe.loader import FileData
@@ -71,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         for workers in args.workers:
             data = FileData(files, (0.5,) * 3, (0.25,) * 3, "cpu", workers)
             started = time.perf_counter()
-            count = sum(len(labels) for _, labels in data.batches(plan, 0, TRAIN_VIEW, (0, 1, 0)))
+            count = sum(
+                len(labels) for _, labels in data.batches(plan, 0, TRAIN_VIEW, (0, 1), World())
+            )
             seconds = time.perf_counter() - started
             print(f"training view, {workers} worker process(es): {_rate(count, seconds)}")
         for threads in sorted({1, max(args.workers)}):
