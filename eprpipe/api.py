@@ -204,7 +204,7 @@ def compress_module(
 
     `train` and `test` are (images, labels) arrays (images uint8 or float32 in [0, 1], NCHW;
     int labels) or `ImageFiles` fitted to the input (`eprpipe.datasets.fit`), which stream
-    from disk through `workers` decoding processes (default: one per core, at most 8).
+    from disk through `workers` decoding processes (default: `eprpipe.loader.default_workers`).
 
     The module is modified in place (its parameters become latent parametrizations). With a
     `checkpoint` policy the run saves itself as it goes and, with `resume`, continues a run

@@ -63,8 +63,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="processes decoding image files (folder datasets such as imagenet; default: one "
-        "per core, at most 8)",
+        help="processes decoding image files (folder datasets such as imagenet; default: the "
+        "cores divided among this machine's training processes, at most 8 each)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(

@@ -30,8 +30,11 @@ PREFETCH_BATCHES = 4
 
 
 def default_workers() -> int:
-    """Decoding processes when the user names none: one per core, at most 8."""
-    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    """Decoding processes when the user names none: the cores shared among the training
+    processes on this machine (torchrun's LOCAL_WORLD_SIZE), at most 8 each, at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, (cores or 1) // max(1, processes)))
 
 
 class _BatchReader(Dataset):

@@ -184,3 +184,16 @@ def test_an_image_gets_the_same_view_however_many_processes_share_its_batch(spli
         assert torch.equal(_interleave([shared[r][step][1] for r in (0, 1)]), labels)
     unaugmented = data.batches(plan, 5, None, (0, 1), ONE)
     assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(unaugmented, alone, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("cores", "processes", "expected"), [(2, 1, 2), (16, 1, 8), (16, 4, 4), (2, 4, 1)]
+)
+def test_default_workers_share_the_cores_among_local_processes(
+    monkeypatch: pytest.MonkeyPatch, cores: int, processes: int, expected: int
+) -> None:
+    from eprpipe import loader
+
+    monkeypatch.setattr(loader.os, "sched_getaffinity", lambda _: set(range(cores)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(processes))
+    assert loader.default_workers() == expected
