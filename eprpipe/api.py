@@ -171,9 +171,11 @@ def _training_data(split: Prepared, spec: InputSpec, device: str, workers: int |
 
 
 def _held_out_images(train: Prepared) -> np.ndarray:
-    """The last HELD_OUT_EXAMPLES training images (evaluation view), uint8 or float32."""
+    """HELD_OUT_EXAMPLES training images (evaluation view), uint8 or float32: the last ones of
+    arrays (shuffled datasets), evenly spaced ones of files (listed class by class)."""
     if isinstance(train, ImageFiles):
-        return train.read_batch(np.arange(max(0, len(train) - HELD_OUT_EXAMPLES), len(train)))
+        spread = np.linspace(0, len(train) - 1, min(len(train), HELD_OUT_EXAMPLES))
+        return train.read_batch(np.unique(spread.round().astype(np.int64)))
     return train[0][-HELD_OUT_EXAMPLES:]
 
 

@@ -10,15 +10,12 @@ import gzip
 import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
 import tarfile
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from torch_free import run_without_torch
 
 from eprpipe.datasets import ImageSplit, prepare
 from eprpipe.errors import DataError, EprError
@@ -321,29 +318,15 @@ def test_damaged_batch_file_names_the_file(tmp_path, size, label, match):
 def test_loads_without_torch(tmp_path):
     write_archive(tmp_path / "cifar10" / cifar.ARCHIVE, fake_batches())
     code = """
-    import json, sys
-
-    class BlockTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError(f"import of {name} blocked by test")
-
-    sys.meta_path.insert(0, BlockTorch())
+    import json
     from eprpipe.datasets import prepare
     from eprpipe.plugins import get_dataset
 
     spec = get_dataset("cifar10")
     images, labels = prepare(spec.load("test", None), spec.image_shape)
-    assert not any(module.split(".")[0] == "torch" for module in sys.modules)
     print(json.dumps([list(images.shape), str(images.dtype), len(labels)]))
     """
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env={**os.environ, "EPRPIPE_DATA_DIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_without_torch(code, EPRPIPE_DATA_DIR=str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [[4, 3, 32, 32], "float32", 4]
 

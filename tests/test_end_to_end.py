@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from torch_free import run_without_torch
 
 from eprpipe.cli import main
 from eprpipe.container import read_epr
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# Importing torch fails inside the decode subprocess: the deploy path must not need it.
-BLOCK_TORCH = """
-import sys
-class _BlockTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-        return None
-sys.meta_path.insert(0, _BlockTorch())
-"""
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +57,6 @@ def test_compress_prints_sizes_and_decoded_error(compressed):
     assert names == {f"fc{i}.{k}" for i in (1, 2, 3) for k in ("weight", "bias")}
 
 
-def _run_torch_free(code: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-c", BLOCK_TORCH + code],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-
-
 def test_decode_and_eval_without_torch_match_reported_error(compressed, tmp_path):
     path, _ = compressed
     contents, _ = read_epr(path)
@@ -95,7 +71,7 @@ for source in ({str(path)!r}, {str(onnx_path)!r}):
     print(repr(result.error))
 assert "torch" not in sys.modules
 """
-    done = _run_torch_free(code)
+    done = run_without_torch(code)
     assert done.returncode == 0, done.stderr
     errors = [float(line) for line in done.stdout.strip().splitlines()[-2:]]
     assert errors == [reported, reported]

@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 from idx_files import write_mnist_like
+from torch_free import run_without_torch
 from toy_plugin import write_toy_plugin
 
 from eprpipe import hookimpl, hookspecs
@@ -220,25 +221,11 @@ def test_misspelled_hook_fails_loudly():
 
 # --- fresh interpreters --------------------------------------------------------------------
 
-_BLOCK_TORCH = """
-    import sys
-
-    class BlockTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError(f"import of {name} blocked by test")
-            return None
-
-    sys.meta_path.insert(0, BlockTorch())
-"""
-
 
 def test_datasets_load_without_torch(tmp_path):
     write_mnist_like(tmp_path / "mnist")
     write_mnist_like(tmp_path / "fashion-mnist", seed=1)
-    code = (
-        _BLOCK_TORCH
-        + """
+    code = """
     import json
     from eprpipe.datasets import prepare
     from eprpipe.plugins import datasets, get_dataset, plugin_listing
@@ -249,11 +236,11 @@ def test_datasets_load_without_torch(tmp_path):
             images, labels = prepare(get_dataset(name).load(split, None), (1, 28, 28))
             shapes[f"{name}/{split}"] = list(images.shape)
     listing = [(row.kind, row.name, row.description) for row in plugin_listing()]
-    assert not any(module.split(".")[0] == "torch" for module in sys.modules)
     print(json.dumps({"shapes": shapes, "listing": listing}))
     """
-    )
-    result = json.loads(_run_python(code, EPRPIPE_DATA_DIR=str(tmp_path)).stdout)
+    done = run_without_torch(code, EPRPIPE_DATA_DIR=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
     assert result["shapes"] == {
         "digits/train": [1437, 1, 28, 28],
         "digits/test": [360, 1, 28, 28],
@@ -268,10 +255,7 @@ def test_datasets_load_without_torch(tmp_path):
 
 
 def test_blocking_torch_really_blocks_it():
-    code = _BLOCK_TORCH + "\n    from eprpipe.plugins import architectures\n    architectures()\n"
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
-    )
+    result = run_without_torch("from eprpipe.plugins import architectures\narchitectures()")
     assert result.returncode != 0 and "cannot register architectures here" in result.stderr
 
 

@@ -197,3 +197,18 @@ def test_default_workers_share_the_cores_among_local_processes(
     monkeypatch.setattr(loader.os, "sched_getaffinity", lambda _: set(range(cores)), raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(processes))
     assert loader.default_workers() == expected
+
+
+def test_held_out_files_are_spread_over_the_split() -> None:
+    """Files are listed class by class: the held-out set must not be the last class only."""
+    from eprpipe.api import HELD_OUT_EXAMPLES, _held_out_images
+
+    def read_label(path: str, size, rng) -> np.ndarray:
+        return np.full((1, *size), int(path) // 1000, dtype=np.uint8)  # 1,000 files per class
+
+    n = 5000
+    labels = np.arange(n, dtype=np.int64) // 1000
+    files = ImageFiles(tuple(str(i) for i in range(n)), labels, tuple("abcde"), read_label, 1)
+    held_out = _held_out_images(prepare_files(files, (1, 2, 2)))
+    assert len(held_out) == HELD_OUT_EXAMPLES
+    assert np.bincount(held_out[:, 0, 0, 0]).tolist() == [200] * 5
