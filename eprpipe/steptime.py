@@ -30,9 +30,14 @@ class StepTimes:
         return self.epr_seconds / self.plain_seconds
 
 
-def _seconds(step: Callable[[], None]) -> float:
+def _seconds(step: Callable[[], None], device: torch.device) -> float:
+    """Wall time of one step; on a GPU, from an idle device until its queued work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     started = time.perf_counter()
     step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - started
 
 
@@ -67,6 +72,7 @@ def time_steps(
     for _ in range(2):  # warm-up: allocator, kernels, lazy state
         plain_step()
         epr_step()
-    times = [(_seconds(plain_step), _seconds(epr_step)) for _ in range(repeats)]
+    device = images.device
+    times = [(_seconds(plain_step, device), _seconds(epr_step, device)) for _ in range(repeats)]
     plain_times, epr_times = zip(*times, strict=True)
     return StepTimes(statistics.median(plain_times), statistics.median(epr_times))

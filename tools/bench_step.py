@@ -4,6 +4,7 @@ The ratio is what EPR costs per step; run it on an idle machine (it prints the t
 count it used). Example:
 
     python tools/bench_step.py lenet5-caffe --threads 1
+    python tools/bench_step.py vgg16-cifar --device cuda
 """
 
 from __future__ import annotations
@@ -23,17 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--decoder", choices=("rdft", "sq"), default="rdft")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     arch = get_architecture(args.architecture)
-    images = torch.randn(args.batch_size, *arch.input_shape)
-    labels = torch.randint(0, arch.num_classes, (args.batch_size,))
+    images = torch.randn(args.batch_size, *arch.input_shape, device=args.device)
+    labels = torch.randint(0, arch.num_classes, (args.batch_size,), device=args.device)
 
     times = time_steps(arch.factory, images, labels, decoder=args.decoder, repeats=args.repeats)
     plain_s, epr_s = times.plain_seconds, times.epr_seconds
     print(
-        f"{args.architecture}, batch {args.batch_size}, {torch.get_num_threads()} thread(s): "
+        f"{args.architecture}, batch {args.batch_size}, {args.device}, "
+        f"{torch.get_num_threads()} thread(s): "
         f"plain step {1000 * plain_s:.1f} ms, EPR step ({args.decoder}) {1000 * epr_s:.1f} ms, "
         f"ratio {times.ratio:.2f}"
     )
