@@ -67,3 +67,19 @@ def test_bench_loader_streams_jpegs_with_each_worker_count(capsys):
     assert "12 JPEGs of 500×375" in out
     for line in ("0 worker process(es)", "2 worker process(es)", "evaluation view, 2 thread(s)"):
         assert line in out and "img/s" in out.split(line)[1].splitlines()[0]
+
+
+def test_train_plain_writes_weights_that_init_from_loads(tmp_path, capsys):
+    import torch
+
+    from eprpipe.plugins import get_architecture
+    from eprpipe.weights import load_into
+
+    tool = _load_tool("train_plain")
+    out = tmp_path / "plain.safetensors"
+    args = ["lenet-300-100", "--dataset", "digits", "--epochs", "1", "--out", str(out), "--quiet"]
+    assert tool.main(args) == 0
+    assert "test error" in capsys.readouterr().out
+    net = get_architecture("lenet-300-100").factory(num_classes=10)
+    load_into(net, out)
+    assert torch.isfinite(net.fc1.weight).all() and net.fc1.weight.abs().sum() > 0
