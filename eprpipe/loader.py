@@ -43,9 +43,6 @@ class _BatchReader(Dataset):
     def __init__(self, files: ImageFiles) -> None:
         self.files = files
 
-    def __len__(self) -> int:
-        return len(self.files)
-
     def __getitem__(self, item: tuple[np.ndarray, tuple[int, ...] | None, slice, int]):
         """``item``: this process's indices, the step's seed (None: evaluation views), which
         positions of the global batch they hold, and the global batch's size."""
@@ -72,8 +69,6 @@ class FileData:
         if files.size is None:
             raise EprError("image files need a size: pass the split through datasets.fit()")
         self.files = files
-        self.mean = tuple(mean)
-        self.std = tuple(std)
         self.device = torch.device(device)
         self.workers = default_workers() if workers is None else workers
         if self.workers < 0:
@@ -86,13 +81,14 @@ class FileData:
         return len(self.files)
 
     def _stream(self, items: list) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        workers = min(self.workers, len(items))  # none for an empty plan (a resume at epoch end)
         loader = DataLoader(
             _BatchReader(self.files),
             batch_size=None,
             sampler=items,
-            num_workers=min(self.workers, len(items)),
+            num_workers=workers,
             pin_memory=self.device.type == "cuda",
-            prefetch_factor=PREFETCH_BATCHES if self.workers else None,
+            prefetch_factor=PREFETCH_BATCHES if workers else None,
             # Its own generator: a DataLoader draws a seed when iterated, which must not move
             # the global one that training's rate noise comes from.
             generator=torch.Generator(),

@@ -142,9 +142,6 @@ class TensorData:
 class Data(Protocol):
     """What the training loop needs of its data: `TensorData` or `eprpipe.loader.FileData`."""
 
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
     def __len__(self) -> int: ...
 
     def check_augmentation(self, name: str | None) -> None:

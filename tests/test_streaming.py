@@ -212,3 +212,10 @@ def test_held_out_files_are_spread_over_the_split() -> None:
     held_out = _held_out_images(prepare_files(files, (1, 2, 2)))
     assert len(held_out) == HELD_OUT_EXAMPLES
     assert np.bincount(held_out[:, 0, 0, 0]).tolist() == [200] * 5
+
+
+def test_an_empty_plan_streams_nothing_even_with_workers(splits) -> None:
+    """A run resumed at the very end of an epoch has no steps left in it."""
+    _, _, train_files, _ = splits
+    data = FileData(train_files, SPEC.mean, SPEC.std, "cpu", 2)
+    assert list(data.batches([], 8, FLIP, (0, 1), ONE)) == []
