@@ -81,7 +81,7 @@ class ImageFiles:
     ) -> np.ndarray:
         """Images ``indices`` as one uint8 (N, C, H, W) array; ``rngs`` (one per image) or None."""
         if self.size is None:
-            raise DataError("the split has no image size yet: pass it through prepare()")
+            raise DataError("the split has no image size yet: pass it through fit()")
         batch = np.empty((len(indices), self.channels, *self.size), dtype=np.uint8)
         for slot, index in enumerate(indices):
             image = self.read(self.paths[index], self.size, rngs[slot] if rngs else None)

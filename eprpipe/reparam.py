@@ -79,8 +79,6 @@ class RdftDecoder(nn.Module):
         super().__init__()
         kh, kw = kernel_size
         self.log_steps = nn.Parameter(torch.full((kh, kw), math.log(init_step)))
-        self.register_buffer("basis_h", torch.from_numpy(rdft_basis(kh)).float(), persistent=False)
-        self.register_buffer("basis_w", torch.from_numpy(rdft_basis(kw)).float(), persistent=False)
         # B_hᵀ C B_w of every kernel is one product of its flattened coefficients with
         # kron(B_h, B_w): one matrix multiplication per tensor and step, not an einsum chain.
         kron = np.kron(rdft_basis(kh), rdft_basis(kw))
@@ -100,8 +98,9 @@ class RdftDecoder(nn.Module):
             return self.decode(ste_round(latent))
 
     def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
-        coefficients = torch.einsum("ma,oiab,nb->oimn", self.basis_h, weight.detach(), self.basis_w)
-        return coefficients / self.steps().detach()
+        """The orthonormal basis inverts by its transpose: C = B_h W B_wᵀ per kernel."""
+        kernels = weight.detach().reshape(-1, self.basis.shape[0]) @ self.basis.T
+        return kernels.reshape(weight.shape) / self.steps().detach()
 
     @property
     def num_groups(self) -> int:
