@@ -65,7 +65,7 @@ def buffer_lines(choice) -> list[str]:
     how = (
         f"{choice.bits}-bit grid, {choice.raw_bytes:,} → {choice.coded_bytes:,} B"
         if choice.bits is not None
-        else f"verbatim float32, {choice.raw_bytes:,} B (no coarser grid kept the error)"
+        else f"verbatim float32, {choice.raw_bytes:,} B (no coarser grid kept the predictions)"
     )
     return [
         f"untrained floats     {how}; {choice.changed} of {choice.examples:,} held-out "

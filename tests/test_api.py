@@ -59,7 +59,7 @@ def test_every_state_dict_tensor_is_in_the_file(compressed):
     expected = set(SmallConvNet().state_dict())
     assert set(names) == expected
     assert names["conv.weight"].decoder.__class__.__name__ == "RdftDecoder"
-    # A buffer: quantized on a grid if that kept the held-out error (eprpipe.buffers).
+    # A buffer: quantized on a grid if that kept the held-out predictions (eprpipe.buffers).
     assert (names["bn.running_var"].decoder is None) == (result.buffers.bits is None)
     assert names["bn.num_batches_tracked"].raw.dtype == np.int64
 
