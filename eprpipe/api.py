@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -22,12 +23,12 @@ from eprpipe import __version__, container
 from eprpipe.atomic import write_atomically
 from eprpipe.buffers import BufferChoice, compact_buffers
 from eprpipe.checkpoint import Checkpointer, CheckpointPolicy, identity_of
-from eprpipe.datasets import ImageFiles, Prepared, classes_of, fit
-from eprpipe.distributed import init_world
+from eprpipe.datasets import ImageFiles, Prepared, classes_of, fit, part_of
+from eprpipe.distributed import World, assemble, init_world, own_range, sum_over_processes
 from eprpipe.errors import EprError
 from eprpipe.evaluate import EvalResult, evaluate_split, predict
 from eprpipe.export import INPUT_NAME, OUTPUT_NAME, weightless_graph
-from eprpipe.loader import FileData
+from eprpipe.loader import FileData, cores_per_process
 from eprpipe.onnx_build import build_onnx
 from eprpipe.plugins import get_architecture, get_dataset
 from eprpipe.reparam import DEFAULT_INIT_STEP, EPRModel, RdftDecoder
@@ -156,8 +157,8 @@ def _baseline_error(
     if done is not None:
         return float(done["error"])
     reference = copy.deepcopy(net)
-    train_plain(reference, train, test, config, run)
-    error = error_rate(reference, test)
+    last = train_plain(reference, train, test, config, run).epochs[-1].test_error
+    error = error_rate(reference, test) if last is None else last
     if run:
         run.finish(phase, {"error": error})
     return error
@@ -170,13 +171,27 @@ def _training_data(split: Prepared, spec: InputSpec, device: str, workers: int |
     return TensorData.from_numpy(*split, spec.mean, spec.std, device)
 
 
-def _held_out_images(train: Prepared) -> np.ndarray:
-    """HELD_OUT_EXAMPLES training images (evaluation view), uint8 or float32: the last ones of
-    arrays (shuffled datasets), evenly spaced ones of files (listed class by class)."""
+def _held_out_images(train: Prepared, world: World) -> tuple[np.ndarray, int]:
+    """This process's `own_range` of HELD_OUT_EXAMPLES training images (evaluation view),
+    uint8 or float32, and how many there are in all: the last ones of arrays (shuffled
+    datasets), evenly spaced ones of files (listed class by class)."""
     if isinstance(train, ImageFiles):
         spread = np.linspace(0, len(train) - 1, min(len(train), HELD_OUT_EXAMPLES))
-        return train.read_batch(np.unique(spread.round().astype(np.int64)))
-    return train[0][-HELD_OUT_EXAMPLES:]
+        chosen = np.unique(spread.round().astype(np.int64))
+        return train.read_batch(chosen[own_range(len(chosen), world)]), len(chosen)
+    chosen = train[0][-HELD_OUT_EXAMPLES:]
+    return chosen[own_range(len(chosen), world)], len(chosen)
+
+
+def _test_result(
+    model_proto: onnx.ModelProto, test: Prepared, world: World, device: str
+) -> EvalResult:
+    """Top-1 accuracy of the decoded model on the whole test split, each process classifying
+    its `own_range` on its share of the machine's cores (`device` carries the counts)."""
+    threads = cores_per_process() if world.distributed else None
+    part = evaluate_split(model_proto, part_of(test, own_range(_examples(test), world)), threads)
+    correct, total = sum_over_processes([part.correct, part.total], world, device)
+    return EvalResult(correct=correct, total=total)
 
 
 def _examples(split: Prepared) -> int:
@@ -258,17 +273,19 @@ def compress_module(
     }
     buffer_choice = None
     if compact:
-        held_out = _held_out_images(train)
+        held_out, held_out_count = _held_out_images(train, world)
+        threads = cores_per_process() if world.distributed else None
 
         def held_out_predictions(candidates: list[container.TensorRecord]) -> np.ndarray:
             model_proto = build_onnx(container.EprContents(manifest, graph, candidates))
-            return predict(model_proto, held_out)
+            part = predict(model_proto, held_out, threads)
+            return assemble(part, held_out_count, world, config.device)
 
         records, buffer_choice = compact_buffers(records, held_out_predictions)
     contents = container.EprContents(manifest=manifest, graph=graph, tensors=records)
     data, sizes = container.encode_container(contents)
     decoded, _ = container.decode_container(data, source=str(output))
-    evaluation = evaluate_split(build_onnx(decoded), test)
+    evaluation = _test_result(build_onnx(decoded), test, world, config.device)
     manifest["metrics"] = {
         "test_error": evaluation.error,
         "test_examples": evaluation.total,

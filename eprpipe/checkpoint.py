@@ -138,6 +138,8 @@ def restore_rng(state: dict) -> None:
 def identity_of(config: object, **extra: object) -> dict:
     """A run's settings as plain data, for the mismatch check on resume."""
     fields = dataclasses.asdict(config)
-    for free in ("progress", "device"):  # a run may resume elsewhere, with or without a bar
+    # A run may resume elsewhere, with or without a bar, measuring its test error more or less
+    # often: none of these changes what it trains.
+    for free in ("progress", "device", "eval_every"):
         fields.pop(free, None)
     return {**fields, **extra}

@@ -66,6 +66,14 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="processes decoding image files (folder datasets such as imagenet; default: the "
         "cores divided among this machine's training processes, at most 8 each)",
     )
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure the test error after every N-th epoch and the last (default 1; 0: only "
+        "the final measurement on the decoded ONNX model)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--init-from",
@@ -184,6 +192,7 @@ def _training_config(args: argparse.Namespace, epochs: int, lam: float):
         seed=args.seed,
         device=args.device,
         bf16=args.bf16,
+        eval_every=args.eval_every,
         progress=not args.quiet,
     )
 

@@ -206,6 +206,14 @@ def resolve_data_dir(dataset_name: str, data_dir: Path | None) -> Path:
 Prepared = tuple[np.ndarray, np.ndarray] | ImageFiles
 
 
+def part_of(split: Prepared, items: slice) -> Prepared:
+    """The examples `items` of a split, in memory or on disk (nothing is read)."""
+    if isinstance(split, ImageFiles):
+        return dataclasses.replace(split, paths=split.paths[items], labels=split.labels[items])
+    images, labels = split
+    return images[items], labels[items]
+
+
 def fit(split: ImageSplit | ImageFiles, input_shape: Shape3) -> Prepared:
     """`prepare` for in-memory splits, `prepare_files` for on-disk ones."""
     if isinstance(split, ImageFiles):

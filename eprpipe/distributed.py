@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -75,3 +76,45 @@ def share_positions(world: World) -> slice:
 def shard(indices: torch.Tensor, world: World) -> torch.Tensor:
     """This process's share of a global batch (or of anything drawn per batch position)."""
     return indices[share_positions(world)] if world.distributed else indices
+
+
+def own_range(count: int, world: World) -> slice:
+    """This process's contiguous share of `count` items to evaluate (all of them alone):
+    evaluation splits the work instead of repeating it on every process."""
+    return slice(count * world.rank // world.size, count * (world.rank + 1) // world.size)
+
+
+def sum_over_processes(values: list[int], world: World, device: str | torch.device) -> list[int]:
+    """Element-wise sums of integer counts over all processes (NCCL needs them on the GPU)."""
+    if not world.distributed:
+        return values
+    total = torch.tensor(values, dtype=torch.int64, device=device)
+    dist.all_reduce(total)
+    return total.tolist()
+
+
+def assemble(part: np.ndarray, count: int, world: World, device: str | torch.device) -> np.ndarray:
+    """The int64 array of `count` items whose `own_range` each process computed as `part`.
+
+    Every position belongs to one process and is zero elsewhere, so a sum puts them together.
+    """
+    whole = np.zeros(count, dtype=np.int64)
+    whole[own_range(count, world)] = part
+    if not world.distributed:
+        return whole
+    total = torch.from_numpy(whole).to(device)
+    dist.all_reduce(total)
+    return total.cpu().numpy()
+
+
+def share_buffers(module: torch.nn.Module, world: World) -> None:
+    """Give every process rank 0's buffers (BatchNorm statistics).
+
+    Under DDP each process's last forward pass updated its statistics from its own examples;
+    DDP would copy rank 0's at the next forward. Evaluation and the written file need them
+    equal now, so that the processes' parts of an evaluation, and the file, agree.
+    """
+    if not world.distributed:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)

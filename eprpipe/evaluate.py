@@ -27,22 +27,28 @@ class EvalResult:
         return 1.0 - self.correct / self.total
 
 
-def session(model: onnx.ModelProto) -> ort.InferenceSession:
+def session(model: onnx.ModelProto, threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session; `threads` caps its intra-op threads (None: its default, one
+    per core), for processes that share a machine."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
     return ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
 
 
-def _classify(model: onnx.ModelProto, batches: Iterator[np.ndarray]) -> np.ndarray:
-    runner = session(model)
+def _classify(
+    model: onnx.ModelProto, batches: Iterator[np.ndarray], threads: int | None = None
+) -> np.ndarray:
+    runner = session(model, threads)
     input_name = runner.get_inputs()[0].name
     classes = [runner.run(None, {input_name: batch})[0].argmax(1) for batch in batches]
     return np.concatenate(classes) if classes else np.zeros(0, dtype=np.int64)
 
 
-def predict(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
+def predict(model: onnx.ModelProto, images: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Top-1 class of each image (uint8 0..255 or float32 in [0, 1], NCHW), 1,000 at a time."""
     return _classify(
         model,
@@ -50,6 +56,7 @@ def predict(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
             np.ascontiguousarray(as_float(images[start : start + EVAL_BATCH]))
             for start in range(0, len(images), EVAL_BATCH)
         ),
+        threads,
     )
 
 
@@ -65,19 +72,25 @@ def file_batches(files: ImageFiles, threads: int) -> Iterator[np.ndarray]:
 
 
 def predict_files(model: onnx.ModelProto, files: ImageFiles, threads: int | None = None):
-    """Top-1 class of every image of an on-disk split, decoded a batch at a time."""
-    return _classify(model, file_batches(files, threads or os.cpu_count() or 1))
+    """Top-1 class of every image of an on-disk split, decoded a batch at a time by `threads`
+    threads (None: one per core) while onnxruntime classifies with as many."""
+    return _classify(model, file_batches(files, threads or os.cpu_count() or 1), threads)
 
 
-def evaluate_model(model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray) -> EvalResult:
+def evaluate_model(
+    model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray, threads: int | None = None
+) -> EvalResult:
     """Top-1 accuracy on `images` (uint8 or float32 in [0, 1], NCHW)."""
-    correct = int((predict(model, images) == labels).sum())
+    correct = int((predict(model, images, threads) == labels).sum())
     return EvalResult(correct=correct, total=len(labels))
 
 
-def evaluate_split(model: onnx.ModelProto, split: Prepared) -> EvalResult:
-    """Top-1 accuracy on a prepared split, in memory or on disk."""
+def evaluate_split(
+    model: onnx.ModelProto, split: Prepared, threads: int | None = None
+) -> EvalResult:
+    """Top-1 accuracy on a prepared split, in memory or on disk, on `threads` threads (None:
+    one per core)."""
     if isinstance(split, ImageFiles):
-        correct = int((predict_files(model, split) == split.labels).sum())
+        correct = int((predict_files(model, split, threads) == split.labels).sum())
         return EvalResult(correct=correct, total=len(split))
-    return evaluate_model(model, *split)
+    return evaluate_model(model, *split, threads=threads)

@@ -22,19 +22,24 @@ from torch.utils.data import DataLoader, Dataset
 
 from eprpipe.augment import AUGMENTATIONS
 from eprpipe.datasets import ImageFiles
-from eprpipe.distributed import World, share_positions
+from eprpipe.distributed import World, own_range, share_positions
 from eprpipe.errors import EprError
 
 EVAL_BATCH = 250
 PREFETCH_BATCHES = 4
 
 
-def default_workers() -> int:
-    """Decoding processes when the user names none: the cores shared among the training
-    processes on this machine (torchrun's LOCAL_WORLD_SIZE), at most 8 each, at least 1."""
+def cores_per_process() -> int:
+    """This process's share of the machine's cores among torchrun's LOCAL_WORLD_SIZE training
+    processes (all of them alone), at least 1."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, min(8, (cores or 1) // max(1, processes)))
+    return max(1, (cores or 1) // max(1, processes))
+
+
+def default_workers() -> int:
+    """Decoding processes when the user names none: `cores_per_process`, at most 8."""
+    return min(8, cores_per_process())
 
 
 class _BatchReader(Dataset):
@@ -136,9 +141,9 @@ class FileData:
         ]
         yield from self._stream(items)
 
-    def eval_batches(self, batch_size: int = EVAL_BATCH):
-        """The whole split in order, evaluation view, normalized, in batches."""
-        order = np.arange(len(self.files))
+    def eval_batches(self, world: World, batch_size: int = EVAL_BATCH):
+        """This process's `own_range` of the split in order, evaluation view, normalized."""
+        order = np.arange(len(self.files))[own_range(len(self.files), world)]
         whole = slice(None)
         items = [
             (order[i : i + batch_size], None, whole, 0) for i in range(0, len(order), batch_size)

@@ -22,7 +22,14 @@ from tqdm.auto import tqdm
 
 from eprpipe.augment import AUGMENTATIONS, augment
 from eprpipe.checkpoint import Checkpointer, restore_rng, rng_state
-from eprpipe.distributed import World, current_world, shard
+from eprpipe.distributed import (
+    World,
+    current_world,
+    own_range,
+    shard,
+    share_buffers,
+    sum_over_processes,
+)
 from eprpipe.errors import EprError
 from eprpipe.reparam import EPRModel
 
@@ -44,6 +51,7 @@ class TrainConfig:
     rate_estimator: str = "noise"
     augmentation: str | None = None  # see Data.check_augmentation
     bf16: bool = False  # forward pass under bfloat16 autocast; rate term and updates in float32
+    eval_every: int = 1  # test error after every N-th epoch and the last; 0: only the final one
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -51,6 +59,10 @@ class TrainConfig:
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise EprError("epochs and batch size must be at least 1")
+        if self.eval_every < 0:
+            raise EprError(
+                f"eval_every must be ≥ 0 (0: no test error during training), got {self.eval_every}"
+            )
         if self.lam < 0 or not math.isfinite(self.lam):
             raise EprError(f"λ must be a finite number ≥ 0, got {self.lam}")
         if self.schedule not in SCHEDULES:
@@ -64,7 +76,7 @@ class EpochRecord:
     epoch: int
     loss: float
     bits_per_parameter: float
-    test_error: float
+    test_error: float | None  # None: not evaluated after this epoch (TrainConfig.eval_every)
     seconds: float
 
 
@@ -134,9 +146,13 @@ class TensorData:
                 )  # fmt: skip
             yield images, self.labels[indices]
 
-    def eval_batches(self, batch_size: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(self), batch_size):
-            yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
+    def eval_batches(
+        self, world: World, batch_size: int = 1000
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        own = own_range(len(self), world)
+        for start in range(own.start, own.stop, batch_size):
+            stop = min(start + batch_size, own.stop)
+            yield self.images[start:stop], self.labels[start:stop]
 
 
 class Data(Protocol):
@@ -156,7 +172,8 @@ class Data(Protocol):
         world: World,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
-    def eval_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def eval_batches(self, world: World) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's `own_range` of the split, in order, normalized, in batches."""
 
 
 def step_seed(key: tuple[int, ...]) -> int:
@@ -167,14 +184,21 @@ def step_seed(key: tuple[int, ...]) -> int:
 
 @torch.no_grad()
 def error_rate(model: nn.Module, data: Data) -> float:
-    """Top-1 error of `model` on `data`, in eval mode."""
+    """Top-1 error of `model` on `data`, in eval mode.
+
+    Under torchrun each process classifies its own part of the data and the counts are summed;
+    call `share_buffers` first so that every part sees the same BatchNorm statistics.
+    """
+    world = current_world()
     was_training = model.training
     model.eval()
     wrong = total = 0
-    for images, labels in data.eval_batches():
+    for images, labels in data.eval_batches(world):
         wrong += int((model(images).argmax(1) != labels).sum())
         total += len(labels)
     model.train(was_training)
+    device = next(model.parameters()).device
+    wrong, total = sum_over_processes([wrong, total], world, device)
     return wrong / total
 
 
@@ -300,7 +324,8 @@ def _run(
             if checkpoint and checkpoint.due((epoch - 1) * steps_per_epoch + count):
                 checkpoint.save(description, state())
         count = progress.steps_done_in_epoch
-        test_error = error_rate(model, test)
+        share_buffers(model, world)
+        test_error = error_rate(model, test) if _evaluates_after(epoch, config) else None
         history.epochs.append(
             EpochRecord(
                 epoch,
@@ -314,13 +339,20 @@ def _run(
             epoch=f"{epoch}/{config.epochs}",
             loss=f"{progress.loss_sum / count:.4f}",
             bpp=f"{progress.bits_sum / count:.4f}",
-            test_acc=f"{100 * (1 - test_error):.2f}%",
+            test_acc="-" if test_error is None else f"{100 * (1 - test_error):.2f}%",
         )
         model.train()
     bar.close()
     if checkpoint:
         checkpoint.save(description, state())
     return history
+
+
+def _evaluates_after(epoch: int, config: TrainConfig) -> bool:
+    """Whether the test error is measured after `epoch` (every `eval_every`-th, and the last)."""
+    if config.eval_every == 0:
+        return False
+    return epoch % config.eval_every == 0 or epoch == config.epochs
 
 
 def _autocast(config: TrainConfig, device: torch.device):

@@ -45,6 +45,8 @@ def toy_epr(tmp_path_factory) -> tuple[Path, Path]:
             "0.1",
             "--batch-size",
             "32",
+            "--eval-every",
+            "3",
             "-o",
             str(out),
             "--quiet",
@@ -118,6 +120,14 @@ def test_unwritable_output_fails_before_training(capsys, tmp_path):
         ]
     )
     _one_line_error(capsys, code, "does not exist")
+
+
+def test_a_negative_eval_every_fails_before_training(capsys, tmp_path):
+    out = tmp_path / "x.epr"
+    args = ["compress", "lenet-300-100", "--dataset", "digits", "--eval-every", "-1"]
+    code = main([*args, "-o", str(out)])
+    _one_line_error(capsys, code, "eval_every must be ≥ 0")
+    assert not out.exists()
 
 
 def test_not_an_epr_file(capsys, tmp_path):

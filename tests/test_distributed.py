@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -86,3 +87,75 @@ def test_two_processes_stream_augmented_image_files_like_one(tmp_path: Path) -> 
         "random-resized-crop-flip"
     )
     _assert_same_up_to_summation_order(runs)
+
+
+_SHARED_EVALUATION_JOB = """
+import json, sys
+import numpy as np
+import torch
+from torch import nn
+from eprpipe.api import InputSpec, compress_module
+from eprpipe.distributed import current_world
+from eprpipe.train import TrainConfig
+
+def stripes(n, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    images = rng.uniform(0, 0.3, (n, 1, 6, 6)).astype(np.float32)
+    images[labels == 0, :, 2:4, :] += 0.6
+    images[labels == 1, :, :, 2:4] += 0.6
+    return np.clip(images, 0, 1), labels.astype(np.int64)
+
+torch.manual_seed(0)
+net = nn.Sequential(
+    nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 2)
+)
+result = compress_module(
+    net, stripes(512, 0), stripes(301, 1), sys.argv[1],
+    input_spec=InputSpec(shape=(1, 6, 6), mean=(0.5,), std=(0.25,)),
+    classes=("horizontal", "vertical"),
+    config=TrainConfig(epochs=3, batch_size=32, lam=0.1, eval_every=2, progress=False),
+    baseline=True,
+)
+rank = current_world().rank
+buffers = {k: v.tolist() for k, v in net.state_dict().items() if "running" in k}
+report = {
+    "buffers": buffers,
+    "test": [result.evaluation.correct, result.evaluation.total],
+    "baseline": result.baseline_error,
+    "history": [e.test_error for e in result.history.epochs],
+    "buffer_choice": repr(result.buffers),
+}
+with open(f"{sys.argv[1]}.rank{rank}.json", "w") as out:
+    json.dump(report, out)
+np.savez(f"{sys.argv[1]}.test.npz", *stripes(301, 1))
+"""
+
+
+def test_processes_share_evaluation_and_agree_on_batchnorm_statistics(tmp_path: Path) -> None:
+    """Each process evaluates part of the data; all must hold rank 0's BatchNorm statistics,
+    the written file's, so that the summed counts are the decoded file's own accuracy."""
+    from eprpipe.evaluate import evaluate_model
+    from eprpipe.onnx_build import build_onnx
+
+    script = tmp_path / "job.py"
+    script.write_text(_SHARED_EVALUATION_JOB)
+    output = tmp_path / "bn.epr"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*TORCHRUN, "2", str(script), str(output)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    zero, one = (json.loads(Path(f"{output}.rank{r}.json").read_text()) for r in (0, 1))
+    assert zero == one  # statistics, counts, baseline, per-epoch errors, stored-buffer choice
+    assert zero["test"][1] == 301
+    assert zero["history"][0] is None and None not in zero["history"][1:]  # eval_every=2
+    contents, _ = read_epr(output)
+    test = np.load(f"{output}.test.npz")
+    whole = evaluate_model(build_onnx(contents), test["arr_0"], test["arr_1"])
+    assert [whole.correct, whole.total] == zero["test"]
+    assert contents.manifest["metrics"]["test_examples"] == 301

@@ -102,7 +102,7 @@ def test_files_match_arrays_batch_for_batch(splits) -> None:
         strict=True,
     ):
         assert torch.equal(a, b) and torch.equal(la, lb)
-    assert sum(len(y) for _, y in files.eval_batches(100)) == 256
+    assert sum(len(y) for _, y in files.eval_batches(ONE, 100)) == 256
 
 
 def test_interrupted_streaming_run_resumes_to_the_same_file(
@@ -209,9 +209,11 @@ def test_held_out_files_are_spread_over_the_split() -> None:
     n = 5000
     labels = np.arange(n, dtype=np.int64) // 1000
     files = ImageFiles(tuple(str(i) for i in range(n)), labels, tuple("abcde"), read_label, 1)
-    held_out = _held_out_images(prepare_files(files, (1, 2, 2)))
-    assert len(held_out) == HELD_OUT_EXAMPLES
+    held_out, count = _held_out_images(prepare_files(files, (1, 2, 2)), ONE)
+    assert len(held_out) == count == HELD_OUT_EXAMPLES
     assert np.bincount(held_out[:, 0, 0, 0]).tolist() == [200] * 5
+    parts = [_held_out_images(prepare_files(files, (1, 2, 2)), World(r, 3)) for r in range(3)]
+    assert np.array_equal(np.concatenate([part for part, _ in parts]), held_out)
 
 
 def test_an_empty_plan_streams_nothing_even_with_workers(splits) -> None:
