@@ -8,6 +8,7 @@ wrapped module keeps its own forward and its own state_dict names for the weight
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,8 +38,45 @@ def ste_float16(x: torch.Tensor) -> torch.Tensor:
 
 
 def _full_precision(latent: torch.Tensor):
-    """Decode weights in float32 even under autocast: training must see what the file decodes."""
-    return torch.autocast(latent.device.type, enabled=False)
+    """Decode weights in float32 even under autocast: training must see what the file decodes.
+    (Entering an autocast context costs more than most decodes: skipped when none is active.)"""
+    if torch.is_autocast_enabled(latent.device.type):
+        return torch.autocast(latent.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+class _RoundedDecode(torch.autograd.Function):
+    """θ = round(φ) · float16(exp(log step)), or, with a basis, each kernel's rounded
+    coefficients through the basis scaled by its steps, in one autograd node.
+
+    The gradients are the straight-through ones of `ste_round` and `ste_float16` composed with
+    the decode; one node per tensor instead of a dozen small operations and their backward
+    nodes is most of what decoding every weight at every step costs.
+    """
+
+    @staticmethod
+    def forward(ctx, latent, log_steps, basis):
+        steps = log_steps.exp()
+        steps16 = steps.to(torch.float16).to(steps.dtype)
+        rounded = torch.round(latent)
+        if basis is None:
+            ctx.save_for_backward(rounded, steps, steps16)
+            return rounded * steps16
+        scaled = steps16.reshape(-1, 1) * basis
+        kernels = rounded.reshape(-1, basis.shape[0])
+        ctx.save_for_backward(kernels, steps, basis, scaled)
+        return (kernels @ scaled).reshape(latent.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if len(ctx.saved_tensors) == 3:
+            rounded, steps, steps16 = ctx.saved_tensors
+            return grad * steps16, (grad * rounded).sum() * steps, None
+        kernels, steps, basis, scaled = ctx.saved_tensors
+        grad_kernels = grad.reshape(-1, basis.shape[0])
+        grad_scaled = kernels.T @ grad_kernels
+        grad_steps = (grad_scaled * basis).sum(1).reshape(steps.shape) * steps
+        return (grad_kernels @ scaled.T).reshape(grad.shape), grad_steps, None
 
 
 class ScalarDecoder(nn.Module):
@@ -51,12 +89,9 @@ class ScalarDecoder(nn.Module):
     def step(self) -> torch.Tensor:
         return ste_float16(self.log_step.exp())
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        return latent * self.step()
-
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         with _full_precision(latent):
-            return self.decode(ste_round(latent))
+            return _RoundedDecode.apply(latent, self.log_step, None)
 
     def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.detach() / self.step().detach()
@@ -80,22 +115,16 @@ class RdftDecoder(nn.Module):
         kh, kw = kernel_size
         self.log_steps = nn.Parameter(torch.full((kh, kw), math.log(init_step)))
         # B_hᵀ C B_w of every kernel is one product of its flattened coefficients with
-        # kron(B_h, B_w): one matrix multiplication per tensor and step, not an einsum chain.
+        # kron(B_h, B_w) (scaled by the steps): one matrix multiplication per tensor and step.
         kron = np.kron(rdft_basis(kh), rdft_basis(kw))
         self.register_buffer("basis", torch.from_numpy(kron).float(), persistent=False)
 
     def steps(self) -> torch.Tensor:
         return ste_float16(self.log_steps.exp())
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """(step ⊙ φ) per kernel through the basis, with the steps folded into the matrix."""
-        scaled_basis = self.steps().reshape(-1, 1) * self.basis
-        kernels = latent.reshape(-1, scaled_basis.shape[0]) @ scaled_basis
-        return kernels.reshape(latent.shape)
-
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         with _full_precision(latent):
-            return self.decode(ste_round(latent))
+            return _RoundedDecode.apply(latent, self.log_steps, self.basis)
 
     def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
         """The orthonormal basis inverts by its transpose: C = B_h W B_wᵀ per kernel."""

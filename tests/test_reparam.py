@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from eprpipe.paramdecode import decode_rdft, decode_scalar
-from eprpipe.reparam import EPRModel, RdftDecoder, ScalarDecoder, ste_round
+from eprpipe.reparam import EPRModel, RdftDecoder, ScalarDecoder, ste_float16, ste_round
 
 
 class TwoLayer(nn.Module):
@@ -109,3 +109,37 @@ def test_interpolated_rate_matches_the_exact_density(prior):
     exact_integers = density.bits(integers)
     at_integers = interpolated_bits(density, integers.reshape(-1), group_ids, per_unit=1)
     assert torch.allclose(at_integers, exact_integers, rtol=1e-6)
+
+
+def _reference_decode(decoder: ScalarDecoder | RdftDecoder, latent: torch.Tensor) -> torch.Tensor:
+    """The decode spelled out from its straight-through parts, as the paper defines it."""
+    rounded = ste_round(latent)
+    if isinstance(decoder, ScalarDecoder):
+        return rounded * ste_float16(decoder.log_step.exp())
+    scaled = ste_float16(decoder.log_steps.exp()).reshape(-1, 1) * decoder.basis
+    return (rounded.reshape(-1, decoder.basis.shape[0]) @ scaled).reshape(latent.shape)
+
+
+@pytest.mark.parametrize(
+    ("decoder", "shape"),
+    [(ScalarDecoder(0.03), (5, 7)), (RdftDecoder((3, 3), 0.03), (4, 6, 3, 3)),
+     (RdftDecoder((5, 3), 0.03), (2, 3, 5, 3))],
+)  # fmt: skip
+def test_one_node_decode_matches_its_straight_through_parts(decoder, shape):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in decoder.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.3)
+    latent = (torch.randn(shape) * 6).requires_grad_()
+    upstream = torch.randn(shape)
+    gradients = []
+    for decode in (decoder, lambda x: _reference_decode(decoder, x)):
+        decoded = decode(latent)
+        decoded.backward(upstream)
+        gradients.append((decoded.detach(), latent.grad, next(decoder.parameters()).grad))
+        latent.grad = None
+        decoder.zero_grad(set_to_none=True)
+    (ours, ours_latent, ours_steps), (reference, ref_latent, ref_steps) = gradients
+    assert torch.equal(ours, reference)
+    torch.testing.assert_close(ours_latent, ref_latent)
+    torch.testing.assert_close(ours_steps, ref_steps, rtol=1e-5, atol=1e-6)
