@@ -1,9 +1,9 @@
 """What EPR costs per training step: the same step timed with and without it, in one run.
 
-Both steps see the same batch, optimizer and thread count; the EPR step adds the latent
-parametrizations (decoding every weight) and the rate term. The two kinds of step alternate,
-so a load that comes and goes on a shared machine slows both alike instead of skewing the
-ratio. Used by tools/bench_step.py and tools/bench_cifar.py.
+Both steps see the same batch, thread count and the optimizers training uses; the EPR step
+adds the latent parametrizations (decoding every weight) and the rate term. The two kinds of
+step alternate, so a load that comes and goes on a shared machine slows both alike instead of
+skewing the ratio. Used by tools/bench_step.py and tools/bench_cifar.py.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eprpipe.reparam import EPRModel
+from eprpipe.train import TrainConfig, epr_optimizer, plain_optimizer
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,13 @@ def _seconds(step: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - started
 
 
-def _stepper(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, rate_weight: float):
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
+def _stepper(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    rate_weight: float,
+):
     def step() -> None:
         loss = F.cross_entropy(model(images), labels)
         if rate_weight:
@@ -67,8 +72,10 @@ def time_steps(
     torch.manual_seed(0)
     plain = factory().to(images.device)
     epr = EPRModel(factory().to(images.device), decoder=decoder)
-    plain_step = _stepper(plain, images, labels, 0.0)
-    epr_step = _stepper(epr, images, labels, 1.0 / epr.num_parameters())
+    config = TrainConfig(device=str(images.device))  # the optimizers training uses
+    plain_step = _stepper(plain, plain_optimizer(plain, config), images, labels, 0.0)
+    rate_weight = 1.0 / epr.num_parameters()
+    epr_step = _stepper(epr, epr_optimizer(epr, config), images, labels, rate_weight)
     for _ in range(2):  # warm-up: allocator, kernels, lazy state
         plain_step()
         epr_step()

@@ -379,6 +379,29 @@ def _distributed(model: nn.Module, world: World, device: torch.device) -> nn.Mod
     return DistributedDataParallel(model, device_ids=ids)
 
 
+def _adam(groups: list[dict], device: str) -> torch.optim.Adam:
+    """Adam with torch's fused kernel where it has one (CPU, CUDA): one pass over each tensor
+    instead of a dozen, which on the CPU saves about a millisecond per resnet20 step."""
+    fused = torch.device(device).type in ("cpu", "cuda") or None
+    return torch.optim.Adam(groups, fused=fused)
+
+
+def epr_optimizer(model: EPRModel, config: TrainConfig) -> torch.optim.Adam:
+    """Latents, decoders and densities, each at its own learning rate."""
+    return _adam(
+        [
+            {"params": list(model.latent_parameters()), "lr": config.lr},
+            {"params": list(model.decoder_parameters()), "lr": config.decoder_lr},
+            {"params": list(model.prior_parameters()), "lr": config.prior_lr},
+        ],
+        config.device,
+    )
+
+
+def plain_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Adam:
+    return _adam([{"params": list(net.parameters()), "lr": config.plain_lr}], config.device)
+
+
 def train_epr(
     model: EPRModel,
     train: Data,
@@ -389,13 +412,7 @@ def train_epr(
     """Train latents, decoders and densities together; evaluation uses the rounded latents."""
     config.validate()
     torch.manual_seed(config.seed)
-    optimizer = torch.optim.Adam(
-        [
-            {"params": list(model.latent_parameters()), "lr": config.lr},
-            {"params": list(model.decoder_parameters()), "lr": config.decoder_lr},
-            {"params": list(model.prior_parameters()), "lr": config.prior_lr},
-        ]
-    )
+    optimizer = epr_optimizer(model, config)
     n = model.num_parameters()
 
     def rate_penalty() -> tuple[torch.Tensor, float]:
@@ -415,7 +432,7 @@ def train_plain(
     """The uncompressed baseline: same data, epochs, batch and schedule, plain float weights."""
     config.validate()
     torch.manual_seed(config.seed)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.plain_lr)
+    optimizer = plain_optimizer(net, config)
     zero = torch.zeros((), device=config.device)
 
     def no_penalty() -> tuple[torch.Tensor, float]:
