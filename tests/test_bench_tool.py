@@ -41,6 +41,10 @@ def test_bench_step_prints_both_step_times_and_their_ratio(capsys):
     assert tool.main(["lenet-300-100", "--repeats", "1", "--batch-size", "8"]) == 0
     printed = capsys.readouterr().out
     assert "plain step" in printed and "EPR step (rdft)" in printed and "ratio" in printed
+    args = ["lenet-300-100", "--repeats", "1", "--batch-size", "8", "--rounds", "3"]
+    assert tool.main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("EPR step (rdft)") == 3 and "median ratio of 3 rounds" in printed
 
 
 def test_bench_cifar_reports_the_decoded_model_and_the_step_ratio(tmp_path, capsys):

@@ -1,15 +1,19 @@
 """Time one training step with EPR against the same step without it, in the same run.
 
 The ratio is what EPR costs per step; run it on an idle machine (it prints the torch thread
-count it used). Example:
+count it used). On a CPU the ratio moves by a few hundredths from run to run, so it can be
+measured in several rounds, each with fresh models, and the median of their ratios printed
+with their spread. Example:
 
     python tools/bench_step.py lenet5-caffe --threads 1
+    python tools/bench_step.py resnet20 --threads 2 --rounds 5
     python tools/bench_step.py vgg16-cifar --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 
@@ -22,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("architecture")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=30, help="timed steps of each kind")
+    parser.add_argument("--rounds", type=int, default=1, help="measurements, each fresh")
     parser.add_argument("--decoder", choices=("rdft", "sq"), default="rdft")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
@@ -32,14 +37,22 @@ def main(argv: list[str] | None = None) -> int:
     images = torch.randn(args.batch_size, *arch.input_shape, device=args.device)
     labels = torch.randint(0, arch.num_classes, (args.batch_size,), device=args.device)
 
-    times = time_steps(arch.factory, images, labels, decoder=args.decoder, repeats=args.repeats)
-    plain_s, epr_s = times.plain_seconds, times.epr_seconds
-    print(
-        f"{args.architecture}, batch {args.batch_size}, {args.device}, "
-        f"{torch.get_num_threads()} thread(s): "
-        f"plain step {1000 * plain_s:.1f} ms, EPR step ({args.decoder}) {1000 * epr_s:.1f} ms, "
-        f"ratio {times.ratio:.2f}"
-    )
+    ratios = []
+    for _ in range(args.rounds):
+        times = time_steps(arch.factory, images, labels, decoder=args.decoder, repeats=args.repeats)
+        ratios.append(times.ratio)
+        plain_s, epr_s = times.plain_seconds, times.epr_seconds
+        print(
+            f"{args.architecture}, batch {args.batch_size}, {args.device}, "
+            f"{torch.get_num_threads()} thread(s): "
+            f"plain step {1000 * plain_s:.1f} ms, EPR step ({args.decoder}) "
+            f"{1000 * epr_s:.1f} ms, ratio {times.ratio:.2f}"
+        )
+    if args.rounds > 1:
+        print(
+            f"median ratio of {args.rounds} rounds {statistics.median(ratios):.3f} "
+            f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
+        )
     return 0
 
 
