@@ -183,12 +183,17 @@ def _held_out_images(train: Prepared, world: World) -> tuple[np.ndarray, int]:
     return chosen[own_range(len(chosen), world)], len(chosen)
 
 
+def _evaluation_threads(world: World) -> int | None:
+    """onnxruntime threads: the process's share of the machine under torchrun, else its default."""
+    return cores_per_process() if world.distributed else None
+
+
 def _test_result(
     model_proto: onnx.ModelProto, test: Prepared, world: World, device: str
 ) -> EvalResult:
     """Top-1 accuracy of the decoded model on the whole test split, each process classifying
-    its `own_range` on its share of the machine's cores (`device` carries the counts)."""
-    threads = cores_per_process() if world.distributed else None
+    its `own_range` (`device` carries the counts)."""
+    threads = _evaluation_threads(world)
     part = evaluate_split(model_proto, part_of(test, own_range(_examples(test), world)), threads)
     correct, total = sum_over_processes([part.correct, part.total], world, device)
     return EvalResult(correct=correct, total=total)
@@ -274,7 +279,7 @@ def compress_module(
     buffer_choice = None
     if compact:
         held_out, held_out_count = _held_out_images(train, world)
-        threads = cores_per_process() if world.distributed else None
+        threads = _evaluation_threads(world)
 
         def held_out_predictions(candidates: list[container.TensorRecord]) -> np.ndarray:
             model_proto = build_onnx(container.EprContents(manifest, graph, candidates))
