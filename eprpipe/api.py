@@ -189,13 +189,14 @@ def _evaluation_threads(world: World) -> int | None:
 
 
 def _test_result(
-    model_proto: onnx.ModelProto, test: Prepared, world: World, device: str
+    model_proto: onnx.ModelProto, test: Prepared, world: World, config: TrainConfig
 ) -> EvalResult:
     """Top-1 accuracy of the decoded model on the whole test split, each process classifying
-    its `own_range` (`device` carries the counts)."""
-    threads = _evaluation_threads(world)
-    part = evaluate_split(model_proto, part_of(test, own_range(_examples(test), world)), threads)
-    correct, total = sum_over_processes([part.correct, part.total], world, device)
+    its `own_range` (rank 0 shows its part's progress)."""
+    own = part_of(test, own_range(_examples(test), world))
+    progress = config.progress and world.is_main
+    part = evaluate_split(model_proto, own, _evaluation_threads(world), progress)
+    correct, total = sum_over_processes([part.correct, part.total], world, config.device)
     return EvalResult(correct=correct, total=total)
 
 
@@ -290,7 +291,7 @@ def compress_module(
     contents = container.EprContents(manifest=manifest, graph=graph, tensors=records)
     data, sizes = container.encode_container(contents)
     decoded, _ = container.decode_container(data, source=str(output))
-    evaluation = _test_result(build_onnx(decoded), test, world, config.device)
+    evaluation = _test_result(build_onnx(decoded), test, world, config)
     manifest["metrics"] = {
         "test_error": evaluation.error,
         "test_examples": evaluation.total,

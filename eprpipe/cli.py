@@ -260,7 +260,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from eprpipe.deploy import evaluate_file
 
-    result, examples = evaluate_file(args.model, args.dataset, args.data_dir, _read_limits(args))
+    result, examples = evaluate_file(
+        args.model, args.dataset, args.data_dir, _read_limits(args), progress=True
+    )
     print(
         f"{args.model}: test error {100 * result.error:.2f} % "
         f"({result.total - result.correct} of {result.total} {args.dataset} {examples} wrong)"

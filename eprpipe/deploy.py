@@ -63,11 +63,16 @@ def model_input_shape(model: onnx.ModelProto) -> tuple[int, int, int]:
 
 
 def evaluate_file(
-    path: Path, dataset: str, data_dir: Path | None, limits: ReadLimits = DEFAULT_LIMITS
+    path: Path,
+    dataset: str,
+    data_dir: Path | None,
+    limits: ReadLimits = DEFAULT_LIMITS,
+    progress: bool = False,
 ) -> tuple[EvalResult, str]:
-    """Test error of an .epr file or ONNX model on a registered dataset's test split."""
+    """Test error of an .epr file or ONNX model on a registered dataset's test split (with a
+    progress bar on stderr, if asked for, once the evaluation lasts)."""
     path = Path(path)
     model = load_onnx(path) if path.suffix == ".onnx" else decode_file(path, limits)
     spec = get_dataset(dataset)
     test = fit(spec.load("test", data_dir), model_input_shape(model))
-    return evaluate_split(model, test), "test images"
+    return evaluate_split(model, test, progress=progress), "test images"

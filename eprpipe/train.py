@@ -31,6 +31,7 @@ from eprpipe.distributed import (
     sum_over_processes,
 )
 from eprpipe.errors import EprError
+from eprpipe.evaluate import progress_bar
 from eprpipe.reparam import EPRModel
 
 SCHEDULES = ("cosine", "constant")
@@ -183,8 +184,8 @@ def step_seed(key: tuple[int, ...]) -> int:
 
 
 @torch.no_grad()
-def error_rate(model: nn.Module, data: Data) -> float:
-    """Top-1 error of `model` on `data`, in eval mode.
+def error_rate(model: nn.Module, data: Data, progress: bool = False) -> float:
+    """Top-1 error of `model` on `data`, in eval mode (rank 0 shows progress if asked for).
 
     Under torchrun each process classifies its own part of the data and the counts are summed;
     call `share_buffers` first so that every part sees the same BatchNorm statistics.
@@ -193,9 +194,12 @@ def error_rate(model: nn.Module, data: Data) -> float:
     was_training = model.training
     model.eval()
     wrong = total = 0
-    for images, labels in data.eval_batches(world):
-        wrong += int((model(images).argmax(1) != labels).sum())
-        total += len(labels)
+    own = own_range(len(data), world)
+    with progress_bar(own.stop - own.start, "evaluating", progress and world.is_main) as bar:
+        for images, labels in data.eval_batches(world):
+            wrong += int((model(images).argmax(1) != labels).sum())
+            total += len(labels)
+            bar.update(len(labels))
     model.train(was_training)
     device = next(model.parameters()).device
     wrong, total = sum_over_processes([wrong, total], world, device)
@@ -325,7 +329,8 @@ def _run(
                 checkpoint.save(description, state())
         count = progress.steps_done_in_epoch
         share_buffers(model, world)
-        test_error = error_rate(model, test) if _evaluates_after(epoch, config) else None
+        evaluates = _evaluates_after(epoch, config)
+        test_error = error_rate(model, test, config.progress) if evaluates else None
         history.epochs.append(
             EpochRecord(
                 epoch,

@@ -5,15 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import helper, numpy_helper
 from test_api import SmallConvNet, _stripes
 
+from eprpipe import evaluate
 from eprpipe.api import InputSpec, compress_module
 from eprpipe.datasets import ImageFiles, part_of
 from eprpipe.distributed import World, assemble, own_range
 from eprpipe.errors import EprError
-from eprpipe.train import TensorData, TrainConfig
+from eprpipe.train import TensorData, TrainConfig, error_rate
 
 
 @pytest.mark.parametrize("count", [0, 1, 5, 301])
@@ -73,3 +76,46 @@ def test_eval_every_zero_skips_the_per_epoch_errors_but_not_the_reported_ones(
     assert [epoch.test_error for epoch in result.history.epochs] == [None, None]
     assert result.baseline_error is not None and 0 <= result.baseline_error < 0.5
     assert result.evaluation.total == 128 and result.evaluation.error < 0.5
+
+
+def _linear_onnx() -> onnx.ModelProto:
+    """(N, 1, 2, 2) → Flatten → MatMul (4 × 3): three classes, enough to evaluate."""
+    weights = numpy_helper.from_array(np.eye(4, 3, dtype=np.float32), "weights")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["x"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "weights"], ["y"]),
+        ],
+        "linear",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 1, 2, 2])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 3])],
+        [weights],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_lasting_evaluation_shows_a_bar_with_its_rate(monkeypatch, capsys) -> None:
+    images = np.random.default_rng(0).uniform(0, 1, (2500, 1, 2, 2)).astype(np.float32)
+    labels = images.reshape(-1, 4)[:, :3].argmax(1)
+    monkeypatch.setattr(evaluate, "PROGRESS_DELAY_S", 0.0)
+    quiet = evaluate.evaluate_split(_linear_onnx(), (images, labels))
+    assert quiet.correct == 2500 and capsys.readouterr().err == ""
+    shown = evaluate.evaluate_split(_linear_onnx(), (images, labels), progress=True)
+    assert shown == quiet
+    bar = capsys.readouterr().err
+    assert "evaluating (onnxruntime)" in bar and "/2500" in bar and "img/s" in bar
+
+
+def test_a_short_evaluation_prints_no_bar(capsys) -> None:
+    images = np.zeros((10, 1, 2, 2), np.float32)
+    evaluate.evaluate_split(_linear_onnx(), (images, np.zeros(10, np.int64)), progress=True)
+    assert capsys.readouterr().err == ""
+
+
+def test_the_torch_evaluation_shows_its_bar_too(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(evaluate, "PROGRESS_DELAY_S", 0.0)
+    images, labels = _stripes(300, 0)
+    data = TensorData.from_numpy(images, labels, (0.5,), (0.25,), "cpu")
+    error = error_rate(SmallConvNet(), data, progress=True)
+    bar = capsys.readouterr().err
+    assert 0 <= error <= 1 and "evaluating" in bar and "/300" in bar
