@@ -119,3 +119,13 @@ def test_the_torch_evaluation_shows_its_bar_too(monkeypatch, capsys) -> None:
     error = error_rate(SmallConvNet(), data, progress=True)
     bar = capsys.readouterr().err
     assert 0 <= error <= 1 and "evaluating" in bar and "/300" in bar
+
+
+def test_a_process_with_no_examples_to_evaluate_counts_nothing() -> None:
+    """More processes than test images: some parts are empty, and add zero to the sums."""
+    images = np.zeros((3, 1, 2, 2), np.float32)
+    labels = np.zeros(3, np.int64)
+    empty = part_of((images, labels), own_range(3, World(0, 4)))
+    assert evaluate.evaluate_split(_linear_onnx(), empty) == evaluate.EvalResult(0, 0)
+    data = TensorData.from_numpy(images, labels, (0.5,), (0.25,), "cpu")
+    assert list(data.eval_batches(World(0, 4))) == []
