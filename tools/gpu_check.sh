@@ -32,7 +32,7 @@ export PYTHONUNBUFFERED=1
     python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
     python3 -m pytest -q -p no:cacheprovider tests/test_devices.py tests/test_cifar.py -k "cuda or device"
     for arch in resnet20 vgg16-cifar; do
-        python3 tools/bench_step.py "$arch" --device cuda --repeats 30
+        python3 tools/bench_step.py "$arch" --device cuda --repeats 30 --rounds 3
     done
     python3 tools/bench_loader.py --images 512 --workers 0 4 8
     python3 - <<'PY'
