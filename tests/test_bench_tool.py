@@ -7,7 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 from idx_files import write_mnist_like
+
+from eprpipe.errors import EprError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +66,32 @@ def test_bench_cifar_reports_the_decoded_model_and_the_step_ratio(tmp_path, caps
     assert "| resnet20 | 0.2 | 1 |" in (results / "bench_cifar_resnet20_lam0.2_e1.md").read_text()
     assert (results / "bench_cifar_resnet20_lam0.2_e1.png").stat().st_size > 1000
     assert "ratio" in capsys.readouterr().out
+
+
+def test_bench_cifar_starts_from_trained_weights_when_given_them(tmp_path):
+    from safetensors.torch import save_file
+    from test_cifar import fake_batches, write_folder
+
+    from eprpipe.plugins import get_architecture
+
+    data = write_folder(tmp_path / "cifar", fake_batches(per_batch=40, n_test=20))
+    torch.manual_seed(1)
+    trained = get_architecture("resnet20").factory()
+    weights = tmp_path / "trained.safetensors"
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(weights))
+    results = tmp_path / "results"
+    args = ["--data-dir", str(data), "--epochs", "1", "--repeats", "1", "--batch-size", "32",
+            "--out", str(tmp_path / "r.epr"), "--results", str(results), "--quiet",
+            "--init-from", str(weights)]  # fmt: skip
+    assert _load_tool("bench_cifar").main(args) == 0
+    row = json.loads((results / "bench_cifar_resnet20_init_lam0.2_e1.json").read_text())
+    assert row["start"] == "weights trained.safetensors"
+    table = (results / "bench_cifar_resnet20_init_lam0.2_e1.md").read_text()
+    assert "from weights trained.safetensors" in table
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"conv1.weight": torch.zeros(1)}, str(wrong))
+    with pytest.raises(EprError, match=r"conv1\.weight"):  # the weights do reach the model
+        _load_tool("bench_cifar").main([*args[:-1], str(wrong)])
 
 
 def test_bench_loader_streams_jpegs_with_each_worker_count(capsys):

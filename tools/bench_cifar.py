@@ -1,6 +1,8 @@
 """Compress resnet20 on CIFAR-10 on the CPU and report what the decoded ONNX model does.
 
     python tools/bench_cifar.py --data-dir ../shared/datasets/cifar10 --epochs 10 --lambda 0.2
+    python tools/bench_cifar.py --data-dir ../shared/datasets/cifar10 --epochs 25 --lambda 3 \
+        --init-from runs/resnet20_plain.safetensors      # from trained weights (train_plain.py)
 
 Prints, and writes as markdown and a PNG under --results: the file and payload size, bits per
 parameter, the test error of the ONNX model decoded from the file (on the test images the
@@ -51,7 +53,7 @@ def markdown(row: dict) -> str:
         f"| {100 * e['test_error']:.2f} % | {e['seconds']:.0f} s |"
         for e in row["history"]
     )
-    return f"""# resnet20 on CIFAR-10, CPU
+    return f"""# {row["architecture"]} on CIFAR-10, CPU, from {row["start"]}
 
 | architecture | λ | epochs | test error (decoded ONNX) | test images | payload B | file B | bits/param | ratio vs float32 | EPR step / plain step | wall |
 |---|---|---|---|---|---|---|---|---|---|---|
@@ -79,7 +81,7 @@ def plot(row: dict, path: Path) -> None:
     left.plot(epochs, [100 * e["test_error"] for e in row["history"]], marker="o")
     left.set_xlabel("epoch")
     left.set_ylabel("test error (%)")
-    left.set_title(f"{row['architecture']} on CIFAR-10, λ = {row['lam']:g}")
+    left.set_title(f"{row['architecture']} on CIFAR-10 from {row['start']}, λ = {row['lam']:g}")
     right.plot(epochs, [e["bits_per_parameter"] for e in row["history"]], marker="o")
     right.set_xlabel("epoch")
     right.set_ylabel("bits per parameter (training density)")
@@ -100,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="timed steps for the ratio")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_cifar/resnet20.epr"))
     parser.add_argument("--results", type=Path, default=Path("tools/results"))
+    parser.add_argument(
+        "--init-from", type=Path, default=None, metavar="WEIGHTS", help="start from these weights"
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 
@@ -115,11 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     result = compress_registered(
         args.architecture, "cifar10", args.out, data_dir=args.data_dir, config=config,
-        baseline=False,
+        baseline=False, init_from=args.init_from,
     )  # fmt: skip
     sizes = result.sizes
     row = {
         "architecture": args.architecture,
+        "start": f"weights {args.init_from.name}" if args.init_from else "scratch",
         "lam": args.lam,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -138,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         "history": [vars(epoch) for epoch in result.history.epochs],
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = f"bench_cifar_{args.architecture}_lam{args.lam:g}_e{args.epochs}"  # λ may hold a "."
+    start = "_init" if args.init_from else ""
+    stem = f"bench_cifar_{args.architecture}{start}_lam{args.lam:g}_e{args.epochs}"  # λ: "0.1"
     (args.results / f"{stem}.json").write_text(json.dumps(row, indent=1) + "\n")
     (args.results / f"{stem}.md").write_text(markdown(row))
     plot(row, args.results / f"{stem}.png")
