@@ -59,7 +59,8 @@ class _RoundedDecode(torch.autograd.Function):
         steps = log_steps.exp()
         steps16 = steps.to(torch.float16).to(steps.dtype)
         rounded = torch.round(latent)
-        if basis is None:
+        ctx.scalar = basis is None
+        if ctx.scalar:
             ctx.save_for_backward(rounded, steps, steps16)
             return rounded * steps16
         scaled = steps16.reshape(-1, 1) * basis
@@ -69,7 +70,7 @@ class _RoundedDecode(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        if len(ctx.saved_tensors) == 3:
+        if ctx.scalar:
             rounded, steps, steps16 = ctx.saved_tensors
             return grad * steps16, (grad * rounded).sum() * steps, None
         kernels, steps, basis, scaled = ctx.saved_tensors

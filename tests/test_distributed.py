@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from test_api import _stripes
 from test_imagenet_cli import _write_folders
 from toy_plugin import write_toy_plugin
 
@@ -91,27 +92,16 @@ def test_two_processes_stream_augmented_image_files_like_one(tmp_path: Path) -> 
 
 _SHARED_EVALUATION_JOB = """
 import json, sys
-import numpy as np
 import torch
-from torch import nn
+from test_api import SmallConvNet, _stripes
 from eprpipe.api import InputSpec, compress_module
 from eprpipe.distributed import current_world
 from eprpipe.train import TrainConfig
 
-def stripes(n, seed):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, n)
-    images = rng.uniform(0, 0.3, (n, 1, 6, 6)).astype(np.float32)
-    images[labels == 0, :, 2:4, :] += 0.6
-    images[labels == 1, :, :, 2:4] += 0.6
-    return np.clip(images, 0, 1), labels.astype(np.int64)
-
 torch.manual_seed(0)
-net = nn.Sequential(
-    nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 2)
-)
+net = SmallConvNet()
 result = compress_module(
-    net, stripes(512, 0), stripes(301, 1), sys.argv[1],
+    net, _stripes(512, 0), _stripes(301, 1), sys.argv[1],
     input_spec=InputSpec(shape=(1, 6, 6), mean=(0.5,), std=(0.25,)),
     classes=("horizontal", "vertical"),
     config=TrainConfig(epochs=3, batch_size=32, lam=0.1, eval_every=2, progress=False),
@@ -128,7 +118,6 @@ report = {
 }
 with open(f"{sys.argv[1]}.rank{rank}.json", "w") as out:
     json.dump(report, out)
-np.savez(f"{sys.argv[1]}.test.npz", *stripes(301, 1))
 """
 
 
@@ -141,7 +130,8 @@ def test_processes_share_evaluation_and_agree_on_batchnorm_statistics(tmp_path: 
     script = tmp_path / "job.py"
     script.write_text(_SHARED_EVALUATION_JOB)
     output = tmp_path / "bn.epr"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    paths = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
+    env = {**os.environ, "PYTHONPATH": paths, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [*TORCHRUN, "2", str(script), str(output)],
         env=env,
@@ -155,7 +145,6 @@ def test_processes_share_evaluation_and_agree_on_batchnorm_statistics(tmp_path: 
     assert zero["test"][1] == 301
     assert zero["history"][0] is None and None not in zero["history"][1:]  # eval_every=2
     contents, _ = read_epr(output)
-    test = np.load(f"{output}.test.npz")
-    whole = evaluate_model(build_onnx(contents), test["arr_0"], test["arr_1"])
+    whole = evaluate_model(build_onnx(contents), *_stripes(301, 1))
     assert [whole.correct, whole.total] == zero["test"]
     assert contents.manifest["metrics"]["test_examples"] == 301
