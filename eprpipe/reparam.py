@@ -215,7 +215,16 @@ class EPRModel(nn.Module):
         self.register_buffer("group_ids", torch.cat(group_ids).to(device), persistent=False)
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        return self.net(*args)
+        """The wrapped forward, with every weight decoded once before it starts.
+
+        Decoding at each layer's first use would put a few small single-threaded operations
+        between every two convolutions, long enough for the worker threads to go idle; decoded
+        up front they run back to back, and their backward nodes run together at the end.
+        """
+        with parametrize.cached():
+            for tensor in self.tensors:
+                getattr(tensor.module, tensor.attribute)
+            return self.net(*args)
 
     def num_parameters(self) -> int:
         return sum(t.numel() for t in self.tensors)

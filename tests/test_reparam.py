@@ -143,3 +143,34 @@ def test_one_node_decode_matches_its_straight_through_parts(decoder, shape):
     assert torch.equal(ours, reference)
     torch.testing.assert_close(ours_latent, ref_latent)
     torch.testing.assert_close(ours_steps, ref_steps, rtol=1e-5, atol=1e-6)
+
+
+class ReadsItsWeightTwice(nn.Module):
+    """A layer whose forward reads its weight twice, as weight-tied layers do."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return x @ self.fc.weight.T + x @ self.fc.weight + self.fc.bias
+
+
+def test_every_weight_is_decoded_once_before_the_wrapped_forward_starts():
+    torch.manual_seed(0)
+    net = nn.Sequential(TwoLayer(), ReadsItsWeightTwice())
+    model = EPRModel(net)
+    events: list[str] = []
+    net.register_forward_pre_hook(lambda *_: events.append("forward starts"))
+    for tensor in model.tensors:
+        tensor.decoder.register_forward_hook(lambda *_, name=tensor.name: events.append(name))
+    output = model(torch.randn(2, 2, 6, 6))
+    decoded = sorted(t.name for t in model.tensors)
+    assert sorted(events[:-1]) == decoded and events[-1] == "forward starts"
+    # The decoded weights are the ones the layers use: gradients reach every latent.
+    output.sum().backward()
+    assert all(t.latent.grad is not None for t in model.tensors)
+    # Outside the forward each access decodes afresh: nothing stale is kept between steps.
+    events.clear()
+    assert net[1].fc.weight.shape == (3, 3)
+    assert events == ["1.fc.weight"]
