@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eprpipe.allocator import keep_freed_memory
 from eprpipe.reparam import EPRModel
 from eprpipe.train import TrainConfig, epr_optimizer, plain_optimizer
 
@@ -69,6 +70,7 @@ def time_steps(
     repeats: int = 20,
 ) -> StepTimes:
     """Median step time of `factory()` plainly and under EPR, on the same batch."""
+    keep_freed_memory()  # as training does
     torch.manual_seed(0)
     plain = factory().to(images.device)
     epr = EPRModel(factory().to(images.device), decoder=decoder)

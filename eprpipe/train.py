@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from eprpipe.allocator import keep_freed_memory
 from eprpipe.augment import AUGMENTATIONS, augment
 from eprpipe.checkpoint import Checkpointer, restore_rng, rng_state
 from eprpipe.distributed import (
@@ -262,6 +263,7 @@ def _run(
     if config.batch_size < world.size:
         raise EprError(f"batch size {config.batch_size} is smaller than {world.size} processes")
     train.check_augmentation(config.augmentation)
+    keep_freed_memory()
     forward = _distributed(model, world, torch.device(config.device))
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = _steps_per_epoch(len(train), config.batch_size, world)

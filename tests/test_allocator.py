@@ -1,0 +1,72 @@
+"""Training keeps freed memory for its next step instead of faulting it in again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from eprpipe import allocator
+
+needs_glibc = pytest.mark.skipif(allocator._glibc() is None, reason="glibc's malloc only")
+
+# A child process allocates 96 MB in 8 MB tensors and frees them, and reports from glibc's
+# mallinfo2 how much of it was mapped afresh and how much heap it keeps afterwards.
+_CHILD = """
+import ctypes, json, sys
+import torch
+
+FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+
+class MallInfo(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in FIELDS.split()]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo
+if sys.argv[1] == "keep":
+    from eprpipe.allocator import keep_freed_memory
+    assert keep_freed_memory()
+elif sys.argv[1] == "train":
+    from eprpipe.train import TensorData, TrainConfig, train_plain
+    data = TensorData(torch.randn(8, 4), torch.zeros(8, dtype=torch.long))
+    train_plain(torch.nn.Linear(4, 2), data, data, TrainConfig(epochs=1, progress=False))
+before = libc.mallinfo2()
+blocks = [torch.empty(8 << 20, dtype=torch.uint8) for _ in range(12)]
+during = libc.mallinfo2()
+del blocks
+after = libc.mallinfo2()
+print(json.dumps({"mapped": during.hblkhd - before.hblkhd, "kept": after.arena - before.arena}))
+"""
+
+_MB = 1 << 20
+
+
+def _allocate_and_free(mode: str) -> dict[str, int]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, mode], capture_output=True, text=True, env=env, check=True
+    )
+    return json.loads(done.stdout)
+
+
+@needs_glibc
+def test_training_keeps_freed_blocks_in_the_heap_for_the_next_step() -> None:
+    # The control: glibc's own threshold starts at 128 kB, so each block is mapped afresh and
+    # unmapped when freed; every new step would fault its pages in again.
+    default = _allocate_and_free("default")
+    assert default["mapped"] >= 96 * _MB
+    for mode in ("keep", "train"):
+        kept = _allocate_and_free(mode)
+        assert kept["mapped"] < 8 * _MB, mode  # the blocks came from the heap
+        assert kept["kept"] >= 96 * _MB, mode  # and it still holds them once they are freed
+
+
+def test_the_users_own_malloc_settings_win(monkeypatch) -> None:
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    assert not allocator.keep_freed_memory()
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")
+    assert not allocator.keep_freed_memory()
