@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eprpipe.allocator import keep_freed_memory
+from eprpipe.memformat import batch_format, in_format
 from eprpipe.reparam import EPRModel
 from eprpipe.train import TrainConfig, epr_optimizer, plain_optimizer
 
@@ -74,6 +75,7 @@ def time_steps(
     torch.manual_seed(0)
     plain = factory().to(images.device)
     epr = EPRModel(factory().to(images.device), decoder=decoder)
+    images = in_format(images, batch_format(plain, images))  # the layout training would use
     config = TrainConfig(device=str(images.device))  # the optimizers training uses
     plain_step = _stepper(plain, plain_optimizer(plain, config), images, labels, 0.0)
     rate_weight = 1.0 / epr.num_parameters()

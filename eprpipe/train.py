@@ -33,6 +33,7 @@ from eprpipe.distributed import (
 )
 from eprpipe.errors import EprError
 from eprpipe.evaluate import progress_bar
+from eprpipe.memformat import batch_format, in_format
 from eprpipe.reparam import EPRModel
 
 SCHEDULES = ("cosine", "constant")
@@ -185,8 +186,14 @@ def step_seed(key: tuple[int, ...]) -> int:
 
 
 @torch.no_grad()
-def error_rate(model: nn.Module, data: Data, progress: bool = False) -> float:
-    """Top-1 error of `model` on `data`, in eval mode (rank 0 shows progress if asked for).
+def error_rate(
+    model: nn.Module,
+    data: Data,
+    progress: bool = False,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> float:
+    """Top-1 error of `model` on `data`, in eval mode (rank 0 shows progress if asked for),
+    with the images in `memory_format` (see `eprpipe.memformat`).
 
     Under torchrun each process classifies its own part of the data and the counts are summed;
     call `share_buffers` first so that every part sees the same BatchNorm statistics.
@@ -198,7 +205,8 @@ def error_rate(model: nn.Module, data: Data, progress: bool = False) -> float:
     own = own_range(len(data), world)
     with progress_bar(own.stop - own.start, "evaluating", progress and world.is_main) as bar:
         for images, labels in data.eval_batches(world):
-            wrong += int((model(images).argmax(1) != labels).sum())
+            logits = model(in_format(images, memory_format))
+            wrong += int((logits.argmax(1) != labels).sum())
             total += len(labels)
             bar.update(len(labels))
     model.train(was_training)
@@ -299,6 +307,7 @@ def _run(
         dynamic_ncols=True,
     )
     model.train()
+    memory_format = None  # decided on the first batch
     for epoch in range(progress.epoch, config.epochs + 1):
         started = time.perf_counter()
         if epoch != progress.epoch or progress.epoch_generator is None:
@@ -307,6 +316,8 @@ def _run(
         plan = _epoch_plan(len(train), config.batch_size, generator, world)
         key = (config.seed, epoch)
         for images, labels in train.batches(plan[skip:], skip, config.augmentation, key, world):
+            memory_format = memory_format or batch_format(model, images)
+            images = in_format(images, memory_format)
             with _autocast(config, images.device):
                 logits = forward(images)
             task = F.cross_entropy(logits.float(), labels)
@@ -332,7 +343,10 @@ def _run(
         count = progress.steps_done_in_epoch
         share_buffers(model, world)
         evaluates = _evaluates_after(epoch, config)
-        test_error = error_rate(model, test, config.progress) if evaluates else None
+        test_error = None
+        if evaluates:
+            layout = memory_format or torch.contiguous_format
+            test_error = error_rate(model, test, config.progress, layout)
         history.epochs.append(
             EpochRecord(
                 epoch,
