@@ -143,12 +143,37 @@ def interpolated_bits(
     edges = low - 0.5 + torch.arange(points + per_unit, device=values.device) / per_unit
     logits = density.cdf_logits(edges.to(values.dtype).expand(density.groups, -1))
     grid_bits = _bits_between(logits[:, :points], logits[:, per_unit:]).reshape(-1)
-    position = values.mul(per_unit).sub_(low * per_unit)  # ≥ per_unit, below points - 1
-    index = position.detach().long().clamp_(0, points - 2)
-    fraction = position - index
-    # 1-D index_select, not indexing: its backward is a 1-D index_add, far faster on CPU than
-    # the accumulating index_put behind indexing (or the scatter behind a 2-D index_select).
-    flat = index.add_(group_ids, alpha=points)
-    below = grid_bits.index_select(0, flat)
-    above = grid_bits.index_select(0, flat + 1)
-    return torch.lerp(below, above, fraction).sum()
+    return _GridLerp.apply(values, grid_bits, group_ids.to(torch.int32), low, per_unit, points)
+
+
+class _GridLerp(torch.autograd.Function):
+    """Σ over values of the lerp between the two grid points around each, in one autograd node.
+
+    Value k + t (k an integer grid index, t in [0, 1)) costs grid[k] + t · (grid[k+1] − grid[k]).
+    Its gradient is per_unit times that slope; the grid's gradient counts the values at each
+    point, weighted 1 − t below and t above, two `bincount` passes. Composed from two gathers,
+    lerp and index_add, forward and backward took 100 instead of 66 ms for VGG-16's 15 M
+    latents and 4.1 instead of 2.7 ms for LeNet5's 431 k on the CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, values, grid_bits, group_ids, low, per_unit, points):
+        position = values.sub(low).mul_(per_unit)  # ≥ per_unit: truncation is floor
+        index = position.to(torch.int32).clamp_(0, points - 2)
+        fraction = position.sub_(index)
+        flat = index.add_(group_ids, alpha=points)  # the grid rows are the groups
+        below = grid_bits.index_select(0, flat)
+        slope = grid_bits.index_select(0, flat + 1).sub_(below)
+        ctx.save_for_backward(flat, fraction, slope)
+        ctx.per_unit, ctx.grid_size = per_unit, grid_bits.numel()
+        return below.sum() + torch.dot(fraction, slope)
+
+    @staticmethod
+    def backward(ctx, grad):
+        flat, fraction, slope = ctx.saved_tensors
+        grad_values = slope.mul(grad * ctx.per_unit)
+        at_point = torch.bincount(flat, minlength=ctx.grid_size).to(slope.dtype)
+        above = torch.bincount(flat, weights=fraction, minlength=ctx.grid_size).to(slope.dtype)
+        grad_grid = at_point.sub_(above)
+        grad_grid[1:] += above[:-1]
+        return grad_values, grad_grid.mul_(grad), None, None, None, None

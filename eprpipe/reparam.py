@@ -212,7 +212,8 @@ class EPRModel(nn.Module):
         device = self.tensors[0].latent.device
         # One density over every group of every tensor: the rate term is one batched evaluation.
         self.prior = PRIORS[prior](len(scales), init_scale=torch.tensor(scales)).to(device)
-        self.register_buffer("group_ids", torch.cat(group_ids).to(device), persistent=False)
+        group_of_latent = torch.cat(group_ids).to(device, torch.int32)  # what the rate gathers by
+        self.register_buffer("group_ids", group_of_latent, persistent=False)
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         """The wrapped forward, with every weight decoded once before it starts.

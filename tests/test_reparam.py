@@ -111,6 +111,32 @@ def test_interpolated_rate_matches_the_exact_density(prior):
     assert torch.allclose(at_integers, exact_integers, rtol=1e-6)
 
 
+def test_one_node_grid_lerp_matches_gathers_and_lerp():
+    """The fused rate node against the lerp of two gathers it replaces: value and gradients."""
+    from eprpipe.priors import _GridLerp
+
+    torch.manual_seed(5)
+    groups, points, per_unit, low = 3, 41, 4, -6.0
+    grid = torch.rand(groups * points, dtype=torch.float64, requires_grad=True)
+    group_ids = torch.randint(0, groups, (5000,))
+    # Values over the whole span, grid points and the last interval's top end included.
+    values = low + (torch.rand(5000, dtype=torch.float64) * (points - 1)) / per_unit
+    values[:3] = torch.tensor([low, low + 2.5, low + (points - 1) / per_unit])
+    values.requires_grad_(True)
+    ours = _GridLerp.apply(values, grid, group_ids.to(torch.int32), low, per_unit, points)
+    position = (values - low) * per_unit
+    index = position.detach().long().clamp(0, points - 2) + group_ids * points
+    fraction = position - index.remainder(points)
+    reference = torch.lerp(grid[index], grid[index + 1], fraction).sum()
+    torch.testing.assert_close(ours, reference)
+    for ours_grad, reference_grad in zip(
+        torch.autograd.grad(ours, (values, grid)),
+        torch.autograd.grad(reference, (values, grid)),
+        strict=True,
+    ):
+        torch.testing.assert_close(ours_grad, reference_grad)
+
+
 def _reference_decode(decoder: ScalarDecoder | RdftDecoder, latent: torch.Tensor) -> torch.Tensor:
     """The decode spelled out from its straight-through parts, as the paper defines it."""
     rounded = ste_round(latent)
