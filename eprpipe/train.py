@@ -316,7 +316,8 @@ def _run(
         plan = _epoch_plan(len(train), config.batch_size, generator, world)
         key = (config.seed, epoch)
         for images, labels in train.batches(plan[skip:], skip, config.augmentation, key, world):
-            memory_format = memory_format or batch_format(model, images)
+            if memory_format is None:
+                memory_format = batch_format(model, images)
             images = in_format(images, memory_format)
             with _autocast(config, images.device):
                 logits = forward(images)
@@ -345,7 +346,7 @@ def _run(
         evaluates = _evaluates_after(epoch, config)
         test_error = None
         if evaluates:
-            layout = memory_format or torch.contiguous_format
+            layout = torch.contiguous_format if memory_format is None else memory_format
             test_error = error_rate(model, test, config.progress, layout)
         history.epochs.append(
             EpochRecord(
