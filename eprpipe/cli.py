@@ -252,8 +252,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from eprpipe.deploy import decode_file, save_onnx
 
     model = decode_file(args.file, _read_limits(args))
-    save_onnx(model, args.output)
-    print(f"wrote {args.output} ({args.output.stat().st_size:,} bytes)")
+    save_onnx(model, args.output, inputs=(args.file,))  # refuses devices, FIFOs, the input
+    print(f"wrote {args.output} ({model.ByteSize():,} bytes)")
     return 0
 
 

@@ -28,9 +28,9 @@ def decode_file(path: Path, limits: ReadLimits = DEFAULT_LIMITS) -> onnx.ModelPr
     return build_onnx(contents)
 
 
-def save_onnx(model: onnx.ModelProto, path: Path) -> None:
+def save_onnx(model: onnx.ModelProto, path: Path, *, inputs: tuple[Path, ...] = ()) -> None:
     """Write the model as one file, atomically."""
-    write_atomically(path, model.SerializeToString())
+    write_atomically(path, model.SerializeToString(), inputs=inputs)
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:
