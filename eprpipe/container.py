@@ -28,6 +28,7 @@ from eprpipe.errors import EprError, FormatError
 from eprpipe.layout import CodedLatents, Layout, encode_latents, read_latents
 from eprpipe.limits import DEFAULT_LIMITS, ReadBudget, ReadLimits
 from eprpipe.paramdecode import as_float16, decode_rdft, decode_scalar
+from eprpipe.sources import ByteSource, MemorySource, crc32_of, open_regular
 from eprpipe.structures import (
     FLAG_REQUIRED,
     HEADER,
@@ -46,6 +47,7 @@ from eprpipe.structures import (
 )
 
 TAG_META, TAG_GRAPH, TAG_TENSORS = b"META", b"GRPH", b"TENS"
+_CORE_TAGS = frozenset({TAG_META, TAG_GRAPH, TAG_TENSORS})
 _CRC = struct.Struct("<I")
 ZSTD_LEVEL = 19
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -230,6 +232,20 @@ def _encode_record(record: TensorRecord) -> tuple[bytes, TensorSize]:
     return head + body + coded.encode(), size
 
 
+def _kind_of(record: TensorRecord) -> RecordKind:
+    if record.decoder is None:
+        return RecordKind.RAW
+    return RecordKind.RDFT if isinstance(record.decoder, RdftDecoder) else RecordKind.SCALAR
+
+
+def _decode_passes(kind: int, shape: tuple[int, ...]) -> int:
+    """Element allowance an element costs (spec 9): an rdft decoder makes kh + kw passes over
+    its latents, so a large kernel costs what ceil((kh + kw) / 8) scalar elements cost."""
+    if kind == RecordKind.RDFT and len(shape) == 4:
+        return max(1, -(-(shape[2] + shape[3]) // 8))
+    return 1
+
+
 def _read_record(
     reader: ByteReader, limits: ReadLimits, budget: ReadBudget
 ) -> tuple[TensorRecord, TensorSize]:
@@ -248,7 +264,9 @@ def _read_record(
                 offset=start,
                 code="limit-exceeded",
             )
-    budget.charge_elements(numel, f"tensor {name!r}", reader.section, start)
+    budget.charge_elements(
+        numel * _decode_passes(kind, shape), f"tensor {name!r}", reader.section, start
+    )
 
     if kind == RecordKind.RAW:
         body = RAW_BODY.read(reader, head)
@@ -409,7 +427,8 @@ def encode_container(contents: EprContents, *, alignment: int = 0) -> tuple[byte
     ]
     data, header_bytes = _assemble(sections, alignment)
     sizes = [size for _, size in encoded]
-    _check_budgets(contents, sizes, len(data))
+    table_bytes = HEADER.size + len(sections) * SECTION_ENTRY.size + _CRC.size
+    _check_budgets(contents, sizes, table_bytes + sum(len(body) for _, body in sections))
     return data, _breakdown(
         len(data),
         header_bytes,
@@ -453,7 +472,7 @@ def with_manifest(data: bytes, sizes: SizeBreakdown, manifest: dict) -> tuple[by
     without coding the latents twice. `sizes` is the breakdown encode_container returned.
     """
     header = HEADER.read(ByteReader(data))
-    sections, _ = _read_section_table(data)
+    sections = _read_section_table(MemorySource(data)).sections
     if any(not section.flags & FLAG_REQUIRED for section in sections):
         raise EprError("with_manifest takes files with the three core sections only")
     meta = _zstd(_manifest_json(manifest))
@@ -464,12 +483,21 @@ def with_manifest(data: bytes, sizes: SizeBreakdown, manifest: dict) -> tuple[by
     )
 
 
-def _check_budgets(contents: EprContents, sizes: list[TensorSize], file_bytes: int) -> None:
+def _check_budgets(contents: EprContents, sizes: list[TensorSize], counted_bytes: int) -> None:
     """Refuse a file that eprpipe's reader, with default limits, would refuse."""
-    elements = sum(math.prod(record.shape) for record in contents.tensors)
-    if elements > DEFAULT_LIMITS.element_allowance(file_bytes):
+    if len(contents.tensors) > DEFAULT_LIMITS.max_records:
         raise EprError(
-            f"{elements} tensor elements in a {file_bytes}-byte file: more than readers accept "
+            f"{len(contents.tensors)} tensors: more than readers accept by default "
+            f"({DEFAULT_LIMITS.max_records})"
+        )
+    elements = sum(
+        math.prod(record.shape) * _decode_passes(_kind_of(record), tuple(record.shape))
+        for record in contents.tensors
+    )
+    if elements > DEFAULT_LIMITS.element_allowance(counted_bytes):
+        raise EprError(
+            f"{elements} tensor elements in a file of {counted_bytes} counted bytes: more than "
+            "readers accept "
             f"by default ({DEFAULT_LIMITS.elements_per_byte} per byte, at least "
             f"{DEFAULT_LIMITS.min_element_allowance}); see spec/FORMAT.md, Limits"
         )
@@ -503,34 +531,57 @@ class _Section:
     tag: bytes
     flags: int
     offset: int
-    data: bytes
+    length: int
+    data: bytes | None  # None: an optional section nobody reads, checksummed and skipped
 
 
-def _read_section_table(data: bytes) -> tuple[list[_Section], int]:
-    """Validate the header and section table; returns the sections and the header length."""
-    if data[:8] != MAGIC[: len(data)]:  # a short file that is not even a prefix of an .epr
+@dataclass(frozen=True)
+class _Layout:
+    """What the header and section table say, checked against the file."""
+
+    sections: list[_Section]
+    header_end: int  # header, entries and header_crc
+    padding: int  # zero bytes before sections
+
+    @property
+    def counted_bytes(self) -> int:
+        """Bytes that buy element allowance: all but padding and skipped optional sections."""
+        skipped = sum(s.length for s in self.sections if s.data is None)
+        return self.header_end + sum(s.length for s in self.sections) - skipped
+
+
+def _read_section_table(source: ByteSource) -> _Layout:
+    """Validate the header and section table, reading no byte the header does not call for.
+
+    Core sections are read into memory; unknown optional ones are only checksummed, in chunks.
+    """
+    magic = source.read(0, min(len(MAGIC), source.size))
+    if magic != MAGIC[: len(magic)]:  # a short file that is not even a prefix of an .epr
         raise FormatError("not an .epr file (bad magic)", offset=0, code="bad-magic")
-    if data[:8] == MAGIC and len(data) >= 12:  # every version keeps magic and version fields
-        major, minor = struct.unpack_from("<HH", data, 8)
+    if magic == MAGIC and source.size >= 12:  # every version keeps magic and version fields
+        major, minor = struct.unpack("<HH", source.read(8, 4))
         if major != VERSION_MAJOR:
             raise FormatError(
                 f"unsupported format version {major}.{minor} (this reader reads {VERSION_MAJOR}.x)",
                 offset=8,
                 code="unsupported-version",
             )
-    reader = ByteReader(data)
-    header = HEADER.read(reader)
+    head = source.read(0, min(HEADER.size, source.size))
+    header = HEADER.read(ByteReader(head))
     count, alignment = header["section_count"], header["alignment"]
     header_end = HEADER.size + count * SECTION_ENTRY.size + _CRC.size
-    if header_end > len(data):
+    if header_end > source.size:
         raise FormatError(
             f"section table of {count} entries runs past the end of the file",
             offset=12,
             code="truncated",
         )
-    if _CRC.unpack_from(data, header_end - 4)[0] != zlib.crc32(data[: header_end - 4]):
+    table = source.read(0, header_end)
+    if _CRC.unpack_from(table, header_end - 4)[0] != zlib.crc32(table[: header_end - 4]):
         raise FormatError("header checksum mismatch", offset=header_end - 4, code="bad-checksum")
-    sections, offset, seen = [], header_end, set()
+    reader = ByteReader(table[: header_end - 4])
+    reader.read_bytes(HEADER.size, "header")
+    sections, offset, seen, padding = [], header_end, set(), 0
     for _ in range(count):
         entry_at = reader.offset
         entry = SECTION_ENTRY.read(reader)
@@ -541,34 +592,36 @@ def _read_section_table(data: bytes) -> tuple[list[_Section], int]:
                 f"section {name} appears twice", offset=entry_at, code="duplicate-section"
             )
         seen.add(tag)
-        offset = _skip_padding(data, offset, alignment)
-        if offset + length > len(data):
+        start = _skip_padding(source, offset, alignment)
+        padding += start - offset
+        if start + length > source.size:
             raise FormatError(
                 f"{length} bytes run past the end of the file",
                 section=name,
-                offset=offset,
+                offset=start,
                 code="truncated",
             )
-        body = data[offset : offset + length]
-        if zlib.crc32(body) != entry["crc"]:
-            raise FormatError("checksum mismatch", section=name, offset=offset, code="bad-checksum")
-        sections.append(_Section(tag, entry["flags"], offset, body))
-        offset += length
-    if offset != len(data):
+        body = source.read(start, length) if tag in _CORE_TAGS else None
+        crc = zlib.crc32(body) if body is not None else crc32_of(source, start, length)
+        if crc != entry["crc"]:
+            raise FormatError("checksum mismatch", section=name, offset=start, code="bad-checksum")
+        sections.append(_Section(tag, entry["flags"], start, length, body))
+        offset = start + length
+    if offset != source.size:
         raise FormatError(
-            f"{len(data) - offset} bytes after the last section",
+            f"{source.size - offset} bytes after the last section",
             offset=offset,
             code="trailing-bytes",
         )
-    return sections, header_end
+    return _Layout(sections, header_end, padding)
 
 
-def _skip_padding(data: bytes, offset: int, alignment: int) -> int:
+def _skip_padding(source: ByteSource, offset: int, alignment: int) -> int:
     """The next section's start; the padding before it must be present and zero."""
     end = offset + _padding(offset, alignment)
-    if end > len(data):
+    if end > source.size:
         raise FormatError("file ends inside section padding", offset=offset, code="truncated")
-    if any(data[offset:end]):
+    if any(source.read(offset, end - offset)):
         raise FormatError("nonzero padding before a section", offset=offset, code="bad-padding")
     return end
 
@@ -577,13 +630,19 @@ def decode_container(
     data: bytes, *, source: str = "<bytes>", limits: ReadLimits = DEFAULT_LIMITS
 ) -> tuple[EprContents, SizeBreakdown]:
     """Parse and fully validate an .epr file; the first defect is a FormatError naming `source`."""
+    return _decode_located(MemorySource(bytes(data)), source, limits)
+
+
+def _decode_located(
+    source: ByteSource, name: str, limits: ReadLimits
+) -> tuple[EprContents, SizeBreakdown]:
     try:
-        return _decode(bytes(data), limits, None)
+        return _decode(source, limits, None)
     except FormatError as err:
-        raise err.located(source) from err
+        raise err.located(name) from err
     except MemoryError as err:
         raise FormatError(
-            f"{source}: not enough memory to decode this file", code="limit-exceeded"
+            f"{name}: not enough memory to decode this file", code="limit-exceeded"
         ) from err
 
 
@@ -605,9 +664,16 @@ def find_violations(data: bytes, *, limits: ReadLimits = DEFAULT_LIMITS) -> Part
     manifest, the graph bytes and the tensor records together; no violations means the
     container decodes.
     """
+    return find_source_violations(MemorySource(bytes(data)), limits=limits)
+
+
+def find_source_violations(
+    source: ByteSource, *, limits: ReadLimits = DEFAULT_LIMITS
+) -> PartialRead:
+    """find_violations for bytes read on demand (a file opened with sources.open_regular)."""
     result = PartialRead()
     try:
-        _decode(bytes(data), limits, result)
+        _decode(source, limits, result)
     except FormatError as err:
         if not any(err is found for found in result.violations):
             result.violations.append(err)
@@ -619,16 +685,16 @@ def find_violations(data: bytes, *, limits: ReadLimits = DEFAULT_LIMITS) -> Part
 
 
 def _decode(
-    data: bytes, limits: ReadLimits, partial: PartialRead | None
+    source: ByteSource, limits: ReadLimits, partial: PartialRead | None
 ) -> tuple[EprContents, SizeBreakdown]:
-    """Decode `data`; given `partial`, record each core part's defect or result and go on."""
-    if len(data) > limits.max_file_bytes:
+    """Decode `source`; given `partial`, record each core part's defect or result and go on."""
+    if source.size > limits.max_file_bytes:
         raise FormatError(
-            f"file of {len(data)} bytes exceeds the limit {limits.max_file_bytes}",
+            f"file of {source.size} bytes exceeds the limit {limits.max_file_bytes}",
             code="limit-exceeded",
         )
-    sections, header_end = _read_section_table(data)
-    meta, graph, tens, unknown_bytes = _core_sections(sections)
+    layout = _read_section_table(source)
+    meta, graph, tens, unknown_bytes = _core_sections(layout.sections)
 
     def part(read: Callable[[], object]) -> object:
         if partial is None:
@@ -646,7 +712,8 @@ def _decode(
     manifest = part(lambda: _read_manifest(meta, limits))
     graph_limit = limits.inflation_allowance(len(graph.data), limits.max_graph_bytes)
     graph_bytes = part(lambda: _unzstd(graph, graph_limit, limits.max_zstd_window))
-    tensors = part(lambda: _read_tensors(tens, limits, ReadBudget(limits, len(data))))
+    budget = ReadBudget(limits, layout.counted_bytes)
+    tensors = part(lambda: _read_tensors(tens, limits, budget))
     if partial is not None:
         partial.manifest, partial.manifest_is_canonical = manifest or (None, None)
         partial.graph = graph_bytes
@@ -654,10 +721,9 @@ def _decode(
         if partial.violations:
             raise partial.violations[0]
     records, sizes, record_framing = tensors
-    padding = len(data) - header_end - sum(len(section.data) for section in sections)
     breakdown = _breakdown(
-        len(data),
-        header_end + padding,
+        source.size,
+        layout.header_end + layout.padding,
         len(meta.data),
         len(graph.data),
         record_framing + unknown_bytes,
@@ -689,7 +755,7 @@ def _core_sections(sections: list[_Section]) -> tuple[_Section, _Section, _Secti
                 code="unknown-required-section",
             )
         else:
-            unknown_bytes += len(section.data)
+            unknown_bytes += section.length
     for tag, section in known.items():
         if section is None:
             raise FormatError(f"required section {tag.decode()} is missing", code="missing-section")
@@ -705,7 +771,15 @@ def _read_tensors(
     tens: _Section, limits: ReadLimits, budget: ReadBudget
 ) -> tuple[list[TensorRecord], list[TensorSize], int]:
     reader = ByteReader(tens.data, section="TENS", base=tens.offset)
+    count_at = reader.offset
     record_count = reader.read_uvarint("record count")
+    if record_count > limits.max_records:
+        raise FormatError(
+            f"{record_count} records, more than the limit {limits.max_records}",
+            section="TENS",
+            offset=count_at,
+            code="limit-exceeded",
+        )
     records, sizes, names = [], [], set()
     for _ in range(record_count):
         at = reader.offset
@@ -743,23 +817,13 @@ def _failure(section: _Section) -> Callable[..., FormatError]:
 def read_epr(
     path: str | os.PathLike, *, limits: ReadLimits = DEFAULT_LIMITS
 ) -> tuple[EprContents, SizeBreakdown]:
-    """Read and decode a file; I/O problems are EprError, content problems FormatError."""
-    return decode_container(read_bounded(path, limits), source=str(path), limits=limits)
+    """Read and decode a regular file; I/O problems are EprError, content problems FormatError.
 
-
-def read_bounded(path: str | os.PathLike, limits: ReadLimits = DEFAULT_LIMITS) -> bytes:
-    """A file's bytes, refused from its size alone when it exceeds `limits.max_file_bytes`."""
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > limits.max_file_bytes:
-                raise FormatError(
-                    f"{path}: file of {size} bytes exceeds the limit {limits.max_file_bytes}",
-                    code="limit-exceeded",
-                )
-            return handle.read()
-    except OSError as err:
-        raise EprError(f"cannot read {path}: {err.strerror or err}") from err
+    Only what the header declares is read, each section once, and never past the size the file
+    had when it was opened.
+    """
+    with open_regular(path) as source:
+        return _decode_located(source, str(path), limits)
 
 
 def write_epr(path: str | os.PathLike, contents: EprContents) -> SizeBreakdown:

@@ -24,6 +24,7 @@ class ReadLimits:
     elements_per_byte: int = 512  # tensor elements a file may declare per byte it holds ...
     min_element_allowance: int = 1 << 20  # ... but never fewer than this
     max_table_symbols: int = 1 << 22  # alphabet entries of all tables in the file
+    max_records: int = 1 << 16  # tensor records in TENS
     max_zstd_window: int = 1 << 27
     inflation_ratio: int = 256  # a zstd section may inflate to this many times its size ...
     min_inflation_allowance: int = 1 << 20  # ... or to this many bytes, whichever is more
@@ -33,7 +34,8 @@ class ReadLimits:
         return min(limit, max(self.min_inflation_allowance, self.inflation_ratio * frame_bytes))
 
     def element_allowance(self, file_bytes: int) -> int:
-        """Tensor elements a file of `file_bytes` may declare in all."""
+        """Tensor elements a file of `file_bytes` counted bytes (padding and skipped optional
+        sections excluded) may declare in all."""
         scaled = max(self.min_element_allowance, self.elements_per_byte * file_bytes)
         return min(self.max_total_elements, scaled)
 

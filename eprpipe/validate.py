@@ -14,12 +14,12 @@ from eprpipe.container import (
     EprContents,
     PartialRead,
     decode_weights,
-    find_violations,
-    read_bounded,
+    find_source_violations,
 )
 from eprpipe.errors import FormatError
 from eprpipe.limits import DEFAULT_LIMITS, ReadLimits
 from eprpipe.onnx_build import build_onnx, parse_graph
+from eprpipe.sources import ByteSource, MemorySource, open_regular
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,12 @@ def validate_bytes(
     data: bytes, *, source: str = "<bytes>", limits: ReadLimits = DEFAULT_LIMITS
 ) -> Report:
     """All violations found in `data`; a report without violations is a valid file."""
-    partial = find_violations(data, limits=limits)
-    report = Report(source, len(data), [Violation.of(err) for err in partial.violations])
+    return _validate(MemorySource(bytes(data)), source, limits)
+
+
+def _validate(data: ByteSource, source: str, limits: ReadLimits) -> Report:
+    partial = find_source_violations(data, limits=limits)
+    report = Report(source, data.size, [Violation.of(err) for err in partial.violations])
     if partial.manifest_is_canonical is False:
         report.violations.append(
             Violation("non-canonical-manifest", "manifest is not in canonical form", "META", None)
@@ -93,11 +97,7 @@ def _check_graph(partial: PartialRead, report: Report) -> None:
 
 
 def validate_file(path: str | os.PathLike, *, limits: ReadLimits = DEFAULT_LIMITS) -> Report:
-    """Validate one file; unreadable files are an EprError, not a report."""
-    try:
-        data = read_bounded(path, limits)
-    except FormatError as err:  # too large to read at all
-        report = Report(str(path), os.path.getsize(path))
-        report.violations.append(Violation.of(err))
-        return report
-    return validate_bytes(data, source=str(path), limits=limits)
+    """Validate one regular file, read only as far as its header calls for; a path that cannot
+    be opened or is not a regular file is an EprError, not a report."""
+    with open_regular(path) as source:
+        return _validate(source, str(path), limits)
