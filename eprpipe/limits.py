@@ -18,7 +18,7 @@ class ReadLimits:
 
     max_file_bytes: int = 1 << 32
     max_manifest_bytes: int = 16 << 20
-    max_graph_bytes: int = 256 << 20
+    max_graph_bytes: int = 64 << 20
     max_tensor_elements: int = 1 << 31
     max_total_elements: int = 1 << 31
     elements_per_byte: int = 512  # tensor elements a file may declare per byte it holds ...
@@ -26,7 +26,7 @@ class ReadLimits:
     max_table_symbols: int = 1 << 22  # alphabet entries of all tables in the file
     max_records: int = 1 << 16  # tensor records in TENS
     max_zstd_window: int = 1 << 27
-    inflation_ratio: int = 256  # a zstd section may inflate to this many times its size ...
+    inflation_ratio: int = 32  # a zstd section may inflate to this many times its size ...
     min_inflation_allowance: int = 1 << 20  # ... or to this many bytes, whichever is more
 
     def inflation_allowance(self, frame_bytes: int, limit: int) -> int:
