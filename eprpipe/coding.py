@@ -151,8 +151,8 @@ class StreamDecoder:
             raise self._reader.error(
                 "a group of zero symbols must be CONSTANT 0", at=at, code="empty-group"
             )
-        if group.table is None:
-            values = np.full(count, group.value, dtype=np.int64)
+        if group.table is None:  # a read-only view: a constant costs no memory per symbol
+            values = np.broadcast_to(np.int64(group.value), (count,))
         else:
             try:
                 symbols = self._decoder.decode(group.table.model(), count).astype(np.int64)
@@ -160,7 +160,8 @@ class StreamDecoder:
                 raise self._reader.error(
                     "coded words are invalid for the table", at=at, code="invalid-words"
                 ) from err
-            if not group.table.weights()[symbols].all():
+            used = np.bincount(symbols, minlength=group.table.alphabet_size) > 0
+            if not group.table.weights()[used].all():
                 raise self._reader.error(
                     "stream decodes to a symbol of weight zero", at=at, code="zero-weight-symbol"
                 )
@@ -194,6 +195,17 @@ def ideal_bits(coded: CodedGroup, values: np.ndarray) -> float:
 
 
 def empirical_bits(values: np.ndarray) -> float:
-    """Information content under the values' own histogram: the floor for any static table."""
-    _, counts = np.unique(np.asarray(values).reshape(-1), return_counts=True)
+    """Information content under the values' own histogram: the floor for any static table.
+
+    Counted with bincount over the values' range where that range is small (every coded group:
+    its table spans it), so a group of 2**27 latents needs no sorted copy.
+    """
+    flat = np.asarray(values).reshape(-1)
+    if flat.size == 0 or (low := int(flat.min())) == int(flat.max()):
+        return 0.0
+    if int(flat.max()) - low < 1 << 22:
+        counts = np.bincount(flat - low)
+        counts = counts[counts > 0]
+    else:
+        _, counts = np.unique(flat, return_counts=True)
     return float(-(counts * np.log2(counts / counts.sum())).sum())

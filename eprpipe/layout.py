@@ -187,7 +187,7 @@ def read_latents(
     pairs = zip(latent_headers, counts, offsets[n_masks:], strict=True)
     parts = [stream.decode(group, count, offset) for group, count, offset in pairs]
     stream.finish()
-    sub = np.concatenate(parts)
+    sub = np.concatenate(parts) if len(parts) > 1 else parts[0]
     if rdft:
         r, c, kh, kw = sub_shape
         sub = sub.reshape(kh, kw, r, c).transpose(2, 3, 0, 1)
