@@ -27,6 +27,7 @@ from eprpipe.coding import empirical_bits, ideal_bits
 from eprpipe.errors import EprError, FormatError
 from eprpipe.layout import CodedLatents, Layout, encode_latents, read_latents
 from eprpipe.limits import DEFAULT_LIMITS, ReadBudget, ReadLimits
+from eprpipe.manifest import check_manifest
 from eprpipe.paramdecode import as_float16, decode_rdft, decode_scalar
 from eprpipe.sources import ByteSource, MemorySource, crc32_of, open_regular
 from eprpipe.structures import (
@@ -351,8 +352,8 @@ def _manifest_json(manifest: dict) -> bytes:
             manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )
         return text.encode("utf-8")
-    except (TypeError, ValueError) as err:
-        raise EprError(f"manifest is not JSON-serializable: {err}") from err
+    except (TypeError, ValueError, RecursionError) as err:
+        raise EprError(f"manifest is not JSON-serializable: {str(err)[:200]}") from err
 
 
 def _parse_manifest(data: bytes, fail: Callable[..., FormatError]) -> tuple[dict, bool]:
@@ -390,8 +391,11 @@ def _parse_manifest(data: bytes, fail: Callable[..., FormatError]) -> tuple[dict
         raise fail("manifest is not a JSON object", "bad-manifest")
     try:
         canonical = _manifest_json(manifest)
-    except EprError as err:  # e.g. a lone surrogate escape, which UTF-8 cannot carry
-        raise fail(f"manifest holds text UTF-8 cannot encode: {err}", "bad-manifest") from err
+    except EprError as err:  # a lone surrogate escape, which UTF-8 cannot carry; deep nesting
+        raise fail(f"manifest cannot be written back as UTF-8 JSON: {err}", "bad-manifest") from err
+    problem = check_manifest(manifest)
+    if problem is not None:
+        raise fail(f"manifest {problem}", "bad-manifest")
     return manifest, canonical == data
 
 

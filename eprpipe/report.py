@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from eprpipe.container import EprContents, RdftDecoder, ScalarDecoder, SizeBreakdown
+from eprpipe.manifest import reported_metrics, untrained_tensors
 
 
 def _decoder_name(decoder: object) -> str:
@@ -16,6 +17,25 @@ def _decoder_name(decoder: object) -> str:
     if isinstance(decoder, ScalarDecoder):
         return "scalar"
     return "raw"
+
+
+def _printable(text: str) -> str:
+    """Text from a file, shown on one line: control characters (a terminal's escape sequences,
+    newlines) are escaped rather than sent to the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
+def _payload_ratios(payload: int, num_parameters: int) -> str:
+    """Bits per parameter and the ratio to float32; a file may have no parameters or no bytes."""
+    if not num_parameters:
+        return "no trained parameters"
+    float32 = 4 * num_parameters
+    bits = f"{8 * payload / num_parameters:.4f} bits/param, "
+    if not payload:
+        return f"{bits}float32 would take {float32:,} B"
+    return f"{bits}{float32 / payload:,.1f}× smaller than float32 ({float32:,} B)"
 
 
 def size_lines(sizes: SizeBreakdown, num_parameters: int) -> list[str]:
@@ -32,8 +52,7 @@ def size_lines(sizes: SizeBreakdown, num_parameters: int) -> list[str]:
         f"  manifest           {sizes.manifest_bytes:>10,} B   (zstd JSON)",
         f"  header             {sizes.header_bytes:>10,} B   (magic, sections, checksums)",
         f"parameter payload    {payload:>10,} B = latents + tables + decoders + raw; "
-        f"{8 * payload / num_parameters:.4f} bits/param, "
-        f"{4 * num_parameters / payload:,.1f}× smaller than float32 ({4 * num_parameters:,} B)",
+        + _payload_ratios(payload, num_parameters),
     ]
 
 
@@ -75,7 +94,7 @@ def buffer_lines(choice) -> list[str]:
 
 def _tensor_rows(contents: EprContents, sizes: SizeBreakdown) -> list[dict]:
     by_name = {tensor.name: tensor for tensor in sizes.tensors}
-    untrained = set(contents.manifest.get("untrained_tensors") or ())
+    untrained = untrained_tensors(contents.manifest)
     rows = []
     for record in contents.tensors:
         size = by_name[record.name]
@@ -127,31 +146,43 @@ def info_json(contents: EprContents, sizes: SizeBreakdown) -> dict:
     }
 
 
+def _metrics_lines(manifest: dict) -> list[str]:
+    """The test error the producer reported, with what it says of the test set, if it says."""
+    metrics = reported_metrics(manifest)
+    if "test_error" not in metrics:
+        return []
+    examples = f"{metrics['test_examples']:,} " if "test_examples" in metrics else ""
+    dataset = f"{_printable(metrics['dataset'])} " if "dataset" in metrics else ""
+    return [
+        f"reported test error {100 * metrics['test_error']:.2f} % on {examples}{dataset}"
+        "test images (decoded ONNX)"
+    ]
+
+
 def info_report(path: Path, contents: EprContents, sizes: SizeBreakdown) -> str:
     """What `eprpipe info` prints: the manifest's essentials and a per-tensor table."""
     manifest = contents.manifest
     rows = _tensor_rows(contents, sizes)
     trained = [r for r in rows if r["decoder"] != "raw" and r["trained"]]
-    num_parameters = sum(math.prod(r["shape"]) for r in trained) or 1
+    num_parameters = sum(math.prod(r["shape"]) for r in trained)
     header = (
         f"{'tensor':<24} {'shape':<16} {'decoder':<7} {'symbols':>9} {'nonzero':>8} "
         f"{'latent B':>9} {'ideal B':>9} {'table B':>8} {'dec B':>6} {'bits/param':>10}  tables"
     )
+    architecture, dataset, producer = (
+        _printable(manifest.get(key, "?")) for key in ("architecture", "dataset", "producer")
+    )
     lines = [
-        f"{path}: {manifest.get('architecture', '?')} trained on {manifest.get('dataset', '?')} "
-        f"by {manifest.get('producer', '?')}",
+        f"{path}: {architecture} trained on {dataset} by {producer}",
+        *_metrics_lines(manifest),
+        header,
+        "-" * len(header),
     ]
-    metrics = manifest.get("metrics")
-    if metrics:
-        lines.append(
-            f"reported test error {100 * metrics['test_error']:.2f} % on "
-            f"{metrics['test_examples']:,} {metrics['dataset']} test images (decoded ONNX)"
-        )
-    lines += [header, "-" * len(header)]
     for r in rows:
         shape = "×".join(str(d) for d in r["shape"]) or "scalar"
+        name = _printable(r["name"])
         lines.append(
-            f"{r['name']:<24} {shape:<16} {r['decoder']:<7} {r['symbols']:>9,} {r['nonzero']:>8,} "
+            f"{name:<24} {shape:<16} {r['decoder']:<7} {r['symbols']:>9,} {r['nonzero']:>8,} "
             f"{r['latent_bytes']:>9,} {r['ideal_bits'] / 8:>9,.1f} {r['table_bytes']:>8,} "
             f"{r['decoder_bytes']:>6,} {r['bits_per_param']:>10.4f}  {r['tables']}"
         )
