@@ -356,6 +356,14 @@ def _manifest_json(manifest: dict) -> bytes:
         raise EprError(f"manifest is not JSON-serializable: {str(err)[:200]}") from err
 
 
+def _manifest_section(manifest: dict) -> bytes:
+    """The META body for `manifest`, refused if a reader would reject its application keys."""
+    text = _manifest_json(manifest)
+    if (problem := check_manifest(manifest)) is not None:
+        raise EprError(f"cannot write this manifest: {problem}")
+    return _zstd(text)
+
+
 def _parse_manifest(data: bytes, fail: Callable[..., FormatError]) -> tuple[dict, bool]:
     """The manifest, and whether `data` is its canonical text (which only validators require)."""
 
@@ -425,7 +433,7 @@ def encode_container(contents: EprContents, *, alignment: int = 0) -> tuple[byte
         raise EprError(f"more than {DEFAULT_LIMITS.max_total_elements} elements in all")
     tensors = uvarint(len(encoded)) + b"".join(body for body, _ in encoded)
     sections = [
-        (TAG_META, _zstd(_manifest_json(contents.manifest))),
+        (TAG_META, _manifest_section(contents.manifest)),
         (TAG_GRAPH, _zstd(bytes(contents.graph))),
         (TAG_TENSORS, tensors),
     ]
@@ -479,7 +487,7 @@ def with_manifest(data: bytes, sizes: SizeBreakdown, manifest: dict) -> tuple[by
     sections = _read_section_table(MemorySource(data)).sections
     if any(not section.flags & FLAG_REQUIRED for section in sections):
         raise EprError("with_manifest takes files with the three core sections only")
-    meta = _zstd(_manifest_json(manifest))
+    meta = _manifest_section(manifest)
     bodies = [(s.tag, meta if s.tag == TAG_META else s.data) for s in sections]
     out, header_bytes = _assemble(bodies, header["alignment"])
     return out, dataclasses.replace(

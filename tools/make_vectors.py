@@ -422,6 +422,8 @@ def section_invalids() -> list[Invalid]:
                 meta_at, meta(zstd(b'{"a":1,"a":2}'))),
         Invalid("meta-not-canonical", "manifest with spaces", "non-canonical-manifest", "META",
                 None, meta(zstd(b'{"a": 1}'))),
+        Invalid("meta-shape-negative", "manifest input.shape holds -28", "bad-manifest",
+                "META", meta_at, meta(zstd(b'{"input":{"shape":[null,1,-28,0]}}'))),
         Invalid("graph-external-data", "fc.weight points at ../../etc/passwd", "external-data",
                 "GRPH", None, grph(external)),
         Invalid("graph-domain", "a node in domain com.example", "graph-domain", "GRPH", None,
