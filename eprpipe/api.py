@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from eprpipe import __version__, container
-from eprpipe.atomic import write_atomically
+from eprpipe.atomic import check_output_path, write_atomically
 from eprpipe.buffers import BufferChoice, compact_buffers
 from eprpipe.checkpoint import Checkpointer, CheckpointPolicy, identity_of
 from eprpipe.datasets import ImageFiles, Prepared, classes_of, fit, part_of
@@ -29,6 +29,7 @@ from eprpipe.errors import EprError
 from eprpipe.evaluate import EvalResult, evaluate_split, predict
 from eprpipe.export import INPUT_NAME, OUTPUT_NAME, weightless_graph
 from eprpipe.loader import FileData, cores_per_process
+from eprpipe.manifest import check_manifest
 from eprpipe.onnx_build import build_onnx
 from eprpipe.plugins import get_architecture, get_dataset
 from eprpipe.reparam import DEFAULT_INIT_STEP, EPRModel, RdftDecoder
@@ -91,15 +92,15 @@ class CompressResult:
         return self.float32_bytes / self.sizes.payload_bytes
 
 
-def check_writable(path: Path) -> None:
-    """Fail before training, not after, when the output cannot be written."""
+def check_writable(path: Path, inputs: tuple[Path, ...] = ()) -> None:
+    """Fail before training, not after, when the output cannot be written: a missing or
+    read-only directory, or a target write_atomically refuses (a device, a FIFO, an input)."""
+    check_output_path(path, inputs=inputs)
     parent = path.resolve().parent
     if not parent.is_dir():
         raise EprError(f"cannot write {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise EprError(f"cannot write {path}: directory {parent} is not writable")
-    if path.is_dir():
-        raise EprError(f"cannot write {path}: it is a directory")
 
 
 def _records(model: EPRModel, state: dict[str, torch.Tensor]) -> list[container.TensorRecord]:
@@ -239,6 +240,9 @@ def compress_module(
     output = Path(output)
     check_writable(output)
     config.validate()
+    problem = check_manifest({"input": input_spec.manifest(), "output": {"classes": list(classes)}})
+    if problem is not None:
+        raise EprError(f"cannot describe this model in a manifest: {problem}")
     world, device = init_world(config.device)
     config = dataclasses.replace(config, device=device)
     torch.manual_seed(config.seed)
@@ -338,7 +342,7 @@ def compress_registered(
     """
     arch = get_architecture(architecture)
     spec = get_dataset(dataset)
-    check_writable(Path(output))
+    check_writable(Path(output), inputs=(init_from,) if init_from else ())
     train = fit(spec.load("train", data_dir), arch.input_shape)
     test = fit(spec.load("test", data_dir), arch.input_shape)
     classes = classes_of(spec, train)

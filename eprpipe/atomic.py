@@ -31,9 +31,7 @@ def write_atomically(
     are kept. OS errors become one-line EprErrors naming the path.
     """
     target = Path(os.path.realpath(path))
-    existing = _existing_regular_file(path, target)
-    if existing is not None:
-        _refuse_inputs(path, existing, inputs)
+    existing = check_output_path(path, inputs=inputs)
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     try:
         # O_EXCL: never clobber a file we did not create; 0o666 lets the umask decide the mode
@@ -57,6 +55,18 @@ def write_atomically(
             raise EprError(f"cannot write {path}: {err.strerror or err}") from err
         raise
     _fsync_directory(target.parent)
+
+
+def check_output_path(
+    path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = ()
+) -> os.stat_result | None:
+    """What write_atomically checks before it creates anything, for callers that want to fail
+    before hours of work: the stat of the regular file `path` resolves to, None if nothing is
+    there; an EprError for a device, FIFO, socket, directory or one of `inputs`."""
+    existing = _existing_regular_file(path, Path(os.path.realpath(path)))
+    if existing is not None:
+        _refuse_inputs(path, existing, inputs)
+    return existing
 
 
 def _existing_regular_file(path: str | os.PathLike, target: Path) -> os.stat_result | None:

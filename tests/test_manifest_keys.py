@@ -629,3 +629,23 @@ def test_a_normal_file_reports_as_before() -> None:
         f"{8 * payload / parameters:.4f} bits/param, "
         f"{4 * parameters / payload:,.1f}× smaller than float32 ({4 * parameters:,} B)"
     ) in text
+
+
+def test_compress_refuses_a_model_it_could_not_describe_before_training(tmp_path: Path) -> None:
+    """Three channels with one mean: the manifest would be rejected, so nothing is trained."""
+    import torch
+
+    from eprpipe.api import InputSpec, compress_module
+    from eprpipe.errors import EprError
+    from eprpipe.train import TrainConfig
+
+    images = np.zeros((4, 3, 8, 8), dtype=np.float32)
+    labels = np.zeros(4, dtype=np.int64)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 2))
+    spec = InputSpec(shape=(3, 8, 8), mean=(0.5,), std=(0.25,))
+    with pytest.raises(EprError, match=r"input.shape\[1\]|normalization"):
+        compress_module(
+            net, (images, labels), (images, labels), tmp_path / "m.epr",
+            input_spec=spec, classes=("a", "b"), config=TrainConfig(epochs=1),
+        )  # fmt: skip
+    assert not (tmp_path / "m.epr").exists()

@@ -280,3 +280,26 @@ def test_write_atomically_refuses_any_of_its_inputs(tmp_path):
     assert second.read_bytes() == b"b"
     write_atomically(tmp_path / "c.onnx", b"new", inputs=(first, second))
     assert (tmp_path / "c.onnx").read_bytes() == b"new"
+
+
+def test_compress_refuses_a_bad_output_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused in the first second, not after an hour of training: a FIFO output, and an output
+    that is the weights file the run starts from."""
+    fifo = tmp_path / "model.epr"
+    os.mkfifo(fifo)
+    weights = tmp_path / "weights.safetensors"
+    weights.write_bytes(b"not read: refused first")
+    link = tmp_path / "link.epr"
+    link.symlink_to(weights)
+    cases = [
+        (["-o", str(fifo)], "it is a FIFO"),
+        (["-o", str(link), "--init-from", str(weights)], "refusing to overwrite the input"),
+    ]
+    for extra, message in cases:
+        code = main(["compress", "lenet5-caffe", "--dataset", "digits", "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert code == 1 and message in err and err.count("\n") == 1, err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert weights.read_bytes() == b"not read: refused first"
