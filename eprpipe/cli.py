@@ -160,6 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", type=Path, help="FILE.epr or MODEL.onnx")
     evaluate.add_argument("--dataset", required=True)
     evaluate.add_argument("--data-dir", type=Path, default=None)
+    evaluate.add_argument(
+        "--max-runtime-memory",
+        type=int,
+        default=1024,
+        metavar="MIB",
+        help="memory onnxruntime may allocate for the tensors the model computes (default "
+        "1024); its weights must take less. A batch that needs more runs in halves; one image "
+        "that needs more is an error",
+    )
+    evaluate.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop the evaluation after this many seconds (default: none); a model from an "
+        "untrusted file decides how much it computes per image",
+    )
     _add_read_limits(evaluate)
 
     info = commands.add_parser("info", help="what an .epr file holds, tensor by tensor")
@@ -259,9 +276,19 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from eprpipe.deploy import evaluate_file
+    from eprpipe.evaluate import RunLimits
 
+    if not 1 <= args.max_runtime_memory <= 1 << 20:
+        raise EprError("--max-runtime-memory must be from 1 to 1048576 MiB")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise EprError("--time-limit must be a positive number of seconds")
     result, examples = evaluate_file(
-        args.model, args.dataset, args.data_dir, _read_limits(args), progress=True
+        args.model,
+        args.dataset,
+        args.data_dir,
+        _read_limits(args),
+        progress=True,
+        run_limits=RunLimits(args.max_runtime_memory << 20, args.time_limit),
     )
     print(
         f"{args.model}: test error {100 * result.error:.2f} % "
