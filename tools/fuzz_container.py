@@ -1,16 +1,29 @@
-"""Fuzz the .epr validator: for any bytes, `validate_bytes` must return a Report, never raise.
+"""Fuzz the .epr readers: for any bytes, `validate_bytes` must return a Report, never raise,
+and no `eprpipe` command may crash, hang or destroy a file, on any file validate accepts.
 
 Every case is one seed file plus one mutation strategy, both drawn from an RNG seeded with
 "K:I" (run seed K, case index I), so a case is reproduced from those two numbers and the seed
-list alone (and this tool's version). The seeds are the builtin files made here with the
-public API (torch-free) followed by the valid files of --seeds-dir, sorted by name; each must
-validate before fuzzing starts, and the summary lists them with their SHA-256.
-Strategies reach past the checksums (they recompute CRCs), into the zstd frames (hostile
-frames), the ONNX graph (external data, domains, nesting) and the manifest (hostile JSON).
+list alone (and this tool's version, and --strategies if given). The seeds are the builtin
+files made here with the public API (torch-free) followed by the valid files of --seeds-dir,
+sorted by name; each must validate before fuzzing starts, and the summary lists them with
+their SHA-256. Strategies reach past the checksums (they recompute CRCs), into the zstd frames
+(hostile frames), the ONNX graph (external data, domains, nesting; outputs that lie), the
+manifest (hostile JSON; typed lies in the keys the tools read) and the element allowance
+(padding and unknown sections that must not buy any); one family puts the bytes behind a FIFO,
+a symlink, a device node, a directory or a sparse 1 GiB file, and points `decode -o` at such
+nodes or at the input.
 
 An exception escaping `validate_bytes` is a *foreign exception*: a bug to report, never to
-hide. A case over 1 s is *slow*; a case over 10 s is stopped by a per-worker alarm and counted
-as slow; a worker stuck inside C code for 30 s is killed by the parent and restarted after it.
+hide. So is, on a file validate accepts, an exception escaping `eprpipe.cli.main` for `info`,
+`info --json`, `decode` or `eval --dataset digits` (run in-process, output discarded: eval on
+every case of the families aimed at it and on 1 in --eval-every of the others), a traceback on
+their stderr, or a nonzero exit of info or decode. Filesystem cases run validate, info, decode
+and eval on their nodes and also count a hang, a node replaced or removed and a temporary file
+left behind. Those commands run with the address space capped at its size plus 2 GiB, so that
+reading /dev/zero fails instead of taking the machine. A case over 1 s is *slow*; a case over
+10 s is stopped by a per-worker alarm and counted as slow; a worker stuck inside C code for
+30 s is killed by the parent and restarted after it. The parent keeps counts, never per-case
+results, so --cases 1000000 runs in bounded memory.
 
     python tools/fuzz_container.py --cases 20000 --jobs 2 --json fuzz.json
     python tools/fuzz_container.py --reproduce 0:1234 --dump case.epr
@@ -20,15 +33,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
+import heapq
+import io
 import json
+import math
 import multiprocessing as mp
+import os
 import queue
 import random
 import resource
+import shutil
 import signal
+import stat
 import struct
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -39,6 +60,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -46,12 +68,14 @@ import zstandard
 from onnx import TensorProto, helper
 from tqdm import tqdm
 
-from eprpipe.bitio import ByteReader, uvarint
+from eprpipe import cli
+from eprpipe.bitio import ByteReader, svarint, uvarint
 from eprpipe.container import (
     EprContents,
     RdftDecoder,
     ScalarDecoder,
     TensorRecord,
+    decode_container,
     encode_container,
 )
 from eprpipe.layout import Layout, read_latents
@@ -69,9 +93,23 @@ MEMORY_FACTOR = 10
 SHOW_TRACEBACKS = 3
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SKIPPABLE_MAGIC = b"\x50\x2a\x4d\x18"
-BOMB_BYTES = 200 << 20  # declares less than the 256 MiB graph limit, from a 6 KiB frame
+BOMB_BYTES = 60 << 20  # declares less than the 64 MiB graph limit, from a 2 KiB frame
 DOC_BOMB_BYTES = 100 << 20
 OUTCOMES = ("rejected", "accepted", "foreign", "timeout", "generator-error")
+MAX_SLOW_KEPT = 50  # the summary keeps this many slowest cases, and counts the rest
+MAX_SIGNATURES = 200  # distinct findings kept in full; more are counted together
+ORACLE_COMMANDS = ("info", "info --json", "decode", "eval")  # on files validate_bytes accepts
+EVAL_DATASET = "digits"  # scikit-learn's, bundled: no download, loaded once per worker
+EVAL_LIMITS = ("--max-runtime-memory", "32", "--time-limit", "2")  # what a model may cost
+EVAL_EVERY = 8  # eval runs on every 8th accepted case (and on every case aimed at it)
+FS_COMMANDS = ("validate", "info", "decode", "eval")  # one per way of opening the input
+FS_TIMEOUT_S = 2.0  # a filesystem case's command is stopped here: a hang if it was blocked ...
+BLOCKED_CPU_SHARE = 0.05  # ... using less CPU than this share of the time (e.g. in open())
+ALARM = "stopped by the alarm"  # the finding of a command that worked too long
+GUARD_BYTES = (
+    2 << 30
+)  # commands after validation may grow the address space this much: eval's 1 GiB arena and more
+SPARSE_BYTES = 1 << 30
 
 
 # --- container surgery ----------------------------------------------------------------------
@@ -197,25 +235,45 @@ class Seed:
     manifest_json: bytes
     graph: bytes
     fields: list[TensField]
+    elements: int  # tensor elements its records declare, charged to the file's allowance
+    takes_images: bool  # its graph takes [N, 1, H, W]: `eval --dataset digits` reaches onnxruntime
 
     @classmethod
     def of(cls, name: str, data: bytes) -> Seed:
         container = split_container(data)
         inflate = zstandard.ZstdDecompressor().decompress
         tens = container.body(b"TENS")
+        contents, _ = decode_container(data)
+        graph = inflate(container.body(b"GRPH"))
         return cls(
             name=name,
             data=data,
             container=container,
             manifest_json=inflate(container.body(b"META")),
-            graph=inflate(container.body(b"GRPH")),
+            graph=graph,
             fields=tens_fields(tens, len(data)),
+            elements=sum(math.prod(record.shape) for record in contents.tensors),
+            takes_images=_takes_images(graph),
         )
 
     def model(self) -> onnx.ModelProto:
         model = onnx.ModelProto()
         model.ParseFromString(self.graph)
         return model
+
+
+def _takes_images(graph: bytes) -> bool:
+    """Whether the first graph input is [N, 1, H, W] with H and W fixed, as digits needs."""
+    model = onnx.ModelProto()
+    model.ParseFromString(graph)
+    if not model.graph.input:
+        return False
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return (
+        len(dims) == 4
+        and [d.dim_value for d in dims[1:2]] == [1]
+        and all(d.dim_value > 0 for d in dims[2:])
+    )
 
 
 def _weightless(name: str, dims: Sequence[int], data_type: int = TensorProto.FLOAT) -> TensorProto:
@@ -302,7 +360,7 @@ def _conv_seed(rng: np.random.Generator) -> bytes:
             "normalization": {"mean": [0.5, 0.25], "std": [0.2, 0.3]},
         },
         "output": {"classes": ["zéro", "un", "deux", "trois", "quatre", "cinq"]},
-        "metrics": {"test_error": 0.125},
+        "metrics": {"test_error": 0.125, "test_examples": 360, "dataset": "custom"},
     }
     return encode_container(EprContents(manifest, _model(graph), records))[0]
 
@@ -328,14 +386,67 @@ def _branch_seed(rng: np.random.Generator) -> bytes:
         [node], "branch", [_io("input", ["batch", 4])], [_io("logits", ["batch", 2])], inits
     )
     records = [_raw("cond", np.array(True)), _scalar("w", rng.integers(-40, 40, (4, 2)))]
-    manifest = {"architecture": "branch", "metrics": {"note": "if/else"}}
+    manifest = {"architecture": "branch", "producer": "fuzz", "training": {"note": "if/else"}}
     return encode_container(EprContents(manifest, _model(graph), records), alignment=3)[0]
 
 
+def _digits_seed(rng: np.random.Generator) -> bytes:
+    """What eprpipe's writer makes for the digits data, every manifest key a tool reads set:
+    [N, 1, 8, 8] in, [N, 10] logits out, so `eval --dataset digits` runs it in onnxruntime."""
+    nodes = [
+        helper.make_node("Conv", ["input", "conv.weight", "conv.bias"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["logits"], transB=1),
+    ]
+    inits = [
+        _weightless("conv.weight", [4, 1, 3, 3]),
+        _weightless("conv.bias", [4]),
+        _weightless("fc.weight", [10, 256]),
+        _weightless("fc.bias", [10]),
+    ]
+    graph = helper.make_graph(
+        nodes, "digits", [_io("input", ["N", 1, 8, 8])], [_io("logits", ["N", 10])], inits
+    )
+    records = [
+        _rdft("conv.weight", np.rint(rng.laplace(0, 3, (4, 1, 3, 3)))),
+        _scalar("conv.bias", rng.integers(-3, 3, 4)),
+        _scalar("fc.weight", np.rint(rng.laplace(0, 2, (10, 256))), step=0.03125),
+        _raw("fc.bias", rng.random(10).astype(np.float32)),
+    ]
+    manifest = {
+        "architecture": "tiny-digits",
+        "dataset": "digits",
+        "producer": "fuzz",
+        "input": {
+            "name": "input",
+            "shape": [None, 1, 8, 8],
+            "dtype": "float32",
+            "layout": "NCHW",
+            "range": [0.0, 1.0],
+            "normalization": {
+                "mean": [0.3054],
+                "std": [0.3759],
+                "applied": "inside the graph: (input - mean) / std",
+            },
+        },
+        "output": {"name": "logits", "kind": "logits", "classes": [str(d) for d in range(10)]},
+        "metrics": {
+            "test_error": 0.9,
+            "test_examples": 360,
+            "dataset": "digits",
+            "baseline_test_error": None,
+        },
+        "untrained_tensors": [],
+    }
+    return encode_container(EprContents(manifest, _model(graph), records))[0]
+
+
 def builtin_seeds() -> list[bytes]:
-    """Three small valid files covering raw, scalar, rdft, masks, subgraphs and alignment."""
+    """Four small valid files covering raw, scalar, rdft, masks, subgraphs, alignment, and one
+    whose every manifest key a tool reads is set (the digits model `eval` runs)."""
     rng = np.random.default_rng(20240607)
-    seeds = [_mlp_seed(rng), _conv_seed(rng), _branch_seed(rng)]
+    seeds = [_mlp_seed(rng), _conv_seed(rng), _branch_seed(rng), _digits_seed(rng)]
     for index, seed in enumerate(seeds):
         report = validate_bytes(seed)
         if not report.valid:  # fuzzing from an invalid seed would prove nothing
@@ -1014,6 +1125,419 @@ def manifests(rng: random.Random, seed: Seed, seeds: Sequence[Seed]) -> bytes:
     return assemble(seed.container.with_body(b"META", zstd(hostile_manifest(rng, seed))))
 
 
+# --- strategy 9: typed manifest lies --------------------------------------------------------
+
+# Aimed at eprpipe/manifest.py's schema: each key's wrong types, and values on both sides of
+# its bounds (shape entries 8/9 and 2**24 elements per example, 65536/65537 classes, 4096/4097
+# channels, test_examples 2**53, test_error 0..1); the legal ones must survive every command.
+
+HUGE = 10**30
+TYPED_LIES: tuple[tuple[tuple[str, ...], tuple[object, ...]], ...] = (
+    (("input",), (5, 0, -1, 1.5, "x", "", [], [1, 2], None, True)),
+    (("input", "shape"), (
+        "1x8x8", 8, None, {}, [], [None], [None] * 9, [None, 1, 8, 8, 1, 1, 1, 1, 1],
+        [None, "one", "x", "y"], [None, "1", "8", "8"], [1, None, 8, 8], [None, None, 8, 8],
+        [None, 1, 8, None], [None, 0, 8, 8], [None, 1, 0, 0], [None, 1, -28, 0],
+        [None, -1, 8, 8], [None, 1, 100000, 100000], [None, 1, 30000, 30000],
+        [None, 1, 1500, 1500], [None, 1, 8.0, 8], [None, 1.5, 8, 8], [None, 1, 8.5, 8],
+        [None, True, 8, 8], [None, 1, False, 8], [None, 1, 2**63, 8], [None, 1, HUGE, 1],
+        [None, [1], 8, 8], [None, {"c": 1}, 8, 8], [None, 1, 8, 8, 8], [None, 1, 8],
+        [0, 1, 8, 8], [-1, 1, 8, 8], ["batch", 1, 8, 8], [None, 3, 8, 8], [None, 4096, 1, 1],
+        [None, 1, 1, 1], [1, 1, 8, 8], [None, 1, 4096, 4096], [None, 1, 4097, 4096],
+        [None, 1, 1, 1, 1, 1, 1, 1],
+    )),
+    (("input", "name"), (5, None, "", ["input"], "not-an-input")),
+    (("input", "normalization"), (5, "x", [], {}, None, [0.5, 0.5], {"mean": 0.5, "std": 0.5})),
+    (("input", "normalization", "mean"), (
+        "x", 0.5, [], [1, 2], ["0.5"], [None], [True], [1e308], [-1e308], [[0.5]], [0.5] * 4096,
+        [0.5] * 4097, [3.5e38], [HUGE],
+    )),
+    (("input", "normalization", "std"), (
+        [0], [0.0], [-0.0], [-1], ["1"], [1e-46], [1e39], [], [1, 2], None, [True], [[1.0]],
+    )),
+    (("input", "dtype"), ("float64", "int8", 5, None, ["float32"])),
+    (("input", "layout"), ("NHWC", 1, None, ["NCHW"])),
+    (("input", "range"), ([1.0, 0.0], [0, 0], [0, 255], "0..1", [0.0], [None, 1], [0.0, 1e308])),
+    (("output",), (5, "logits", [], None, True, [["a"]])),
+    (("output", "classes"), (
+        10, "0123456789", [], [1, 2, 3], [None], [["a"]], [True, False], {"0": "a"},
+        ["a", "a"], [""], [str(d) for d in range(7)], [str(d) for d in range(11)],
+        ["c"] * 65536, ["c"] * 65537,
+    )),
+    (("output", "kind"), ("probabilities", "embedding", 5, None, "", ["logits"])),
+    (("output", "name"), (5, None, "", "not-an-output")),
+    (("metrics",), ("x", 5, [], None, True, [0.1])),
+    (("metrics", "test_error"), (
+        "abc", "0.1", True, False, None, -0.1, 2.0, 1e308, -1e308, [0.1], {}, 5, HUGE, 0, 1,
+        1.0000000000000002, 5e-324,
+    )),
+    (("metrics", "test_examples"), (
+        "360", -1, 0, 1.5, True, None, 2**70, [360], 1e308, 2**53, 2**53 + 1,
+    )),
+    (("metrics", "dataset"), (5, None, [], {"a": 1}, "")),
+    (("metrics", "baseline_test_error"), ("x", True, -1, 3.0, [], {}, None, 0)),
+    (("untrained_tensors",), (
+        "bn.running_mean", 5, [1, 2], [None], {}, [["a"]], ["no-such-tensor"], True, ["a", "a"],
+    )),
+    (("architecture",), (5, [], {}, None, "", "a" * 10000, "line\nbreak\u2028")),
+    (("dataset",), (5, [], {}, None, "no-such-dataset")),
+    (("producer",), (5, [], {}, None)),
+    (("training",), ("x", 5, [], {"lambda": "x", "epochs": -1, "seed": 2**70})),
+)  # fmt: skip
+DELETIONS = (
+    ("metrics", "test_examples"), ("metrics", "test_error"), ("metrics", "dataset"),
+    ("input", "shape"), ("input", "name"), ("input", "normalization", "std"),
+    ("output", "classes"), ("output", "kind"),
+)  # fmt: skip
+
+
+def nested(depth: int, leaf: object) -> object:
+    """`leaf` inside `depth` lists: garbage that parses and is canonical."""
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+def set_path(manifest: dict, path: Sequence[str], value: object) -> None:
+    """manifest[path[0]]...[path[-1]] = value, making (or overwriting) dicts on the way."""
+    node = manifest
+    for key in path[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[path[-1]] = value
+
+
+def delete_path(manifest: dict, path: Sequence[str]) -> None:
+    """Remove the key at `path`, keeping its parents (a metrics object without test_examples)."""
+    node = manifest
+    for key in path[:-1]:
+        node = node.get(key)
+        if not isinstance(node, dict):
+            return
+    node.pop(path[-1], None)
+
+
+def typed_lie(rng: random.Random, manifest: dict) -> None:
+    """One lie about a key a consumer reads: a wrong type or range, a missing member, garbage."""
+    roll = rng.random()
+    if roll < 0.75:
+        path, values = rng.choice(TYPED_LIES)
+        set_path(manifest, path, rng.choice(values))
+    elif roll < 0.9:
+        delete_path(manifest, rng.choice(DELETIONS))
+    else:
+        path = rng.choice(TYPED_LIES)[0]
+        set_path(manifest, path, nested(rng.choice((2, 20, 200)), rng.choice((1, "x", None, {}))))
+
+
+def typed_manifest(rng: random.Random, seed: Seed, seeds: Sequence[Seed]) -> bytes:
+    """Strategy 9: 1-3 typed lies in the keys eprpipe's tools read (input, output, metrics,
+    untrained_tensors...), in canonical JSON so the case reaches the typed checks."""
+    manifest = json.loads(seed.manifest_json)
+    for _ in range(rng.choice((1, 1, 1, 2, 3))):
+        typed_lie(rng, manifest)
+    return assemble(seed.container.with_body(b"META", zstd(_canonical(manifest))))
+
+
+# --- strategy 10: padding-bought element allowance ------------------------------------------
+
+# A reader that accepts these spends about 25 bytes per element (int64 latents, float64 and
+# float32 weights, the ONNX copy): these caps keep one accepted case near 200 MB per command.
+MAX_PADDED_ELEMENTS = 1 << 23
+MAX_RDFT_ELEMENTS = 1 << 22
+MAX_FILLER_BYTES = 384 << 10
+RDFT_SIDES = (2, 3, 5, 7, 16, 32, 64)
+
+
+def constant_record(name: bytes, dims: Sequence[int], rdft: bool, value: int) -> bytes:
+    """A coded record whose one group is CONSTANT: two bytes of latents for any element count."""
+    head = uvarint(len(name)) + name + bytes([2 if rdft else 1, len(dims)])
+    head += b"".join(uvarint(d) for d in dims)
+    context = {"dims": list(dims), "kind": 2 if rdft else 1}
+    if rdft:
+        steps = np.full(dims[2] * dims[3], 0.0625, dtype=np.float16)
+        body = RDFT_BODY.write({"steps": steps, "layout": 0}, context)
+    else:
+        body = SCALAR_BODY.write({"step": np.float16(0.25), "layout": 0}, context)
+    return head + body + b"\x00" + svarint(value)
+
+
+def padded_dims(rng: random.Random, elements: int, rdft: bool) -> list[int]:
+    """A shape of about `elements` elements (at least that many): 1-D, 2-D, or rdft kernels."""
+    if rdft:
+        side = rng.choice(RDFT_SIDES)
+        kw = side if side > 2 else rng.choice((1, 2))
+        kh = max(side, 2) if kw == 1 else side
+        inner = rng.choice((1, 3, 16, 64))
+        return [-(-elements // (inner * kh * kw)), inner, kh, kw]
+    if rng.random() < 0.5:
+        return [elements]
+    columns = rng.choice((3, 64, 4096))
+    return [-(-elements // columns), columns]
+
+
+def filler_sections(rng: random.Random, alignment: int) -> list[Section]:
+    """Unknown optional sections (required flag clear): many small ones under a large
+    alignment (padding), or a few large ones of zeros or random bytes."""
+    kind = rng.choice(("many", "zeros", "noise", "mixed"))
+    count = rng.choice((8, 32, 64)) if kind == "many" or alignment >= 9 else rng.randint(1, 3)
+    sections, budget = [], MAX_FILLER_BYTES
+    for index in range(count):
+        if kind == "many":
+            size = rng.randint(1, 16)
+        else:
+            size = min(budget, rng.choice((1 << 10, 16 << 10, 64 << 10, 256 << 10)))
+        noise = kind == "noise" or (kind == "mixed" and rng.random() < 0.5)
+        sections.append(Section(b"P%03d" % index, 0, rng.randbytes(size) if noise else bytes(size)))
+        budget -= size
+    return sections
+
+
+def padding_allowance(rng: random.Random, seed: Seed, seeds: Sequence[Seed]) -> bytes:
+    """Strategy 10: file bytes that must not buy element allowance (alignment padding, unknown
+    optional sections of zeros or noise) spent on one CONSTANT record, scalar or rdft with
+    kernels up to 64x64, that declares more elements than the file's core sections allow.
+
+    Every case declares more than the allowance of the file without its padding and unknown
+    sections, so a reader that does not count them rejects it (`limit-exceeded`); one that
+    does accepts it. The declared elements are capped (MAX_PADDED_ELEMENTS, MAX_RDFT_ELEMENTS:
+    at most ~200 MB per command if accepted) and the filler at MAX_FILLER_BYTES per case.
+    """
+    rdft = rng.random() < 0.4
+    name = f"pad.{rng.randrange(1000)}".encode()
+    alignment = rng.choice((0, 6, 9, 12, 12))
+    fillers = filler_sections(rng, alignment)
+    # The core sections with the new record and initializer, and every section table entry:
+    # generous, so that any reader that leaves out padding and unknown sections rejects it.
+    honest_bytes = len(seed.data) + 128 + 16 * (len(fillers) + 1)
+    honest = DEFAULT_LIMITS.element_allowance(honest_bytes) - seed.elements
+    cap = MAX_RDFT_ELEMENTS if rdft else MAX_PADDED_ELEMENTS
+    excess = rng.choice((1 << 16, 1 << 18, 1 << 20, cap))
+    dims = padded_dims(rng, min(max(cap, honest + 1), honest + excess), rdft)
+    record = constant_record(name, dims, rdft, rng.choice((1, -3, 1 << 30)))
+    box = seed.container
+    tens = box.body(b"TENS")
+    count = ByteReader(tens).read_uvarint()
+    box = box.with_body(b"TENS", uvarint(count + 1) + tens[len(uvarint(count)) :] + record)
+    if rng.random() < 0.6:  # an initializer names it: decode and eval build it too
+        model = seed.model()
+        model.graph.initializer.append(_weightless(name.decode(), dims))
+        box = box.with_body(b"GRPH", zstd(model.SerializeToString()))
+    sections = list(box.sections)
+    for extra in fillers:
+        sections.insert(rng.randrange(len(sections) + 1), extra)
+    needed = -(-(seed.elements + math.prod(dims)) // DEFAULT_LIMITS.elements_per_byte)
+    data = assemble(replace(box, alignment=alignment, sections=tuple(sections)))
+    if len(data) < needed:  # top up, so that only the filler buys what the record declares
+        sections.append(Section(b"PTOP", 0, bytes(needed - len(data))))
+        data = assemble(replace(box, alignment=alignment, sections=tuple(sections)))
+    return data
+
+
+# --- strategy 11: graphs whose inputs and outputs lie ---------------------------------------
+
+GRAPH_LIES = (
+    "empty", "input-as-output", "argmax-declared-float", "argmax-int", "argmax-flat",
+    "rank3", "rank1", "rank0", "slice-classes", "declared-dim", "manifest-classes",
+    "opset", "ir", "domain", "constant-of-shape", "shape-of-input", "not-classifier",
+    "initializer-output", "input-declared-int", "input-mismatch", "no-inputs",
+)  # fmt: skip
+IO_LIES = frozenset(
+    {"empty", "input-as-output", "not-classifier", "initializer-output", "input-declared-int",
+     "no-inputs"}
+)  # fmt: skip
+BIG_SHAPES = ((32768, 32768), (16384, 16384), (4096, 4096), (1 << 40, 1 << 40), (2, 3))
+
+
+def _const(name: str, values: Sequence[int]) -> onnx.NodeProto:
+    tensor = helper.make_tensor(f"{name}_value", TensorProto.INT64, [len(values)], list(values))
+    return helper.make_node("Constant", [], [name], value=tensor)
+
+
+def _retarget(graph: onnx.GraphProto, name: str, dtype: int, dims: list) -> None:
+    """Make `name` the only graph output, declared with `dtype` and `dims`."""
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(name, dtype, dims))
+
+
+def _summed_into(graph: onnx.GraphProto, out: str, big: str) -> None:
+    """out := out + ReduceSum(big): `big` lies on the path to the output, so it is computed."""
+    graph.node.extend(
+        [
+            helper.make_node("ReduceSum", [big], ["big_sum"], keepdims=0),
+            helper.make_node("Add", [out, "big_sum"], ["lied"]),
+        ]
+    )
+    _retarget(graph, "lied", TensorProto.FLOAT, ["N", 10])
+
+
+def _shape_lie(rng: random.Random, model: onnx.ModelProto, lie: str, out: str, inp: str) -> None:
+    """Output shape and type lies: ArgMax outputs, ranks 0, 1, 3, sliced or mislabeled dims."""
+    graph = model.graph
+    if lie == "argmax-declared-float":
+        graph.node.append(helper.make_node("ArgMax", [out], ["am"], axis=1, keepdims=1))
+        _retarget(graph, "am", TensorProto.FLOAT, ["N", 10])
+    elif lie in ("argmax-int", "argmax-flat"):
+        keep = int(lie == "argmax-int")
+        graph.node.append(helper.make_node("ArgMax", [out], ["am"], axis=1, keepdims=keep))
+        _retarget(graph, "am", TensorProto.INT64, ["N", 1] if keep else ["N"])
+    elif lie == "rank3":
+        graph.node.extend(
+            [_const("axes", [1]), helper.make_node("Unsqueeze", [out, "axes"], ["u"])]
+        )
+        _retarget(graph, "u", TensorProto.FLOAT, ["N", 1, 10])
+    elif lie == "rank1":
+        graph.node.extend(
+            [
+                helper.make_node("ArgMax", [out], ["am"], axis=1, keepdims=0),
+                helper.make_node("Cast", ["am"], ["flat"], to=TensorProto.FLOAT),
+            ]
+        )
+        _retarget(graph, "flat", TensorProto.FLOAT, ["N"])
+    elif lie == "rank0":
+        graph.node.append(helper.make_node("ReduceMax", [out], ["m"], keepdims=0))
+        _retarget(graph, "m", TensorProto.FLOAT, [])
+    elif lie == "slice-classes":
+        ends = rng.choice((1, 3, 7))
+        graph.node.extend(
+            [
+                _const("s0", [0]),
+                _const("s1", [ends]),
+                _const("ax", [1]),
+                helper.make_node("Slice", [out, "s0", "s1", "ax"], ["sliced"]),
+            ]
+        )
+        _retarget(graph, "sliced", TensorProto.FLOAT, ["N", ends])
+    else:  # declared-dim: the graph says 7 classes, computes 10
+        _retarget(graph, out, TensorProto.FLOAT, ["N", rng.choice((1, 7, 11))])
+
+
+def _size_lie(rng: random.Random, model: onnx.ModelProto, lie: str, out: str, inp: str) -> None:
+    """Activations far larger than the file: ConstantOfShape from constants or from Shape."""
+    graph = model.graph
+    if lie == "constant-of-shape" or not inp:
+        graph.node.append(_const("big_shape", rng.choice(BIG_SHAPES)))
+    else:  # [N, k, H, W] from Shape(input) * [1, k, 1, 1]
+        factor = rng.choice((64, 1024, 16384, 1 << 20))
+        graph.node.extend(
+            [
+                helper.make_node("Shape", [inp], ["in_shape"]),
+                _const("factor", [1, factor, 1, 1]),
+                helper.make_node("Mul", ["in_shape", "factor"], ["big_shape"]),
+            ]
+        )
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
+    graph.node.append(helper.make_node("ConstantOfShape", ["big_shape"], ["big"], value=zero))
+    _summed_into(graph, out, "big")
+
+
+def _io_lie(rng: random.Random, model: onnx.ModelProto, lie: str, out: str, inp: str) -> None:
+    """Graphs that do not classify, or whose input cannot be fed."""
+    graph = model.graph
+    if lie == "empty":
+        del graph.node[:]
+        del graph.output[:]
+    elif lie == "input-as-output" and inp:
+        del graph.node[:]
+        del graph.output[:]
+        graph.output.add().CopyFrom(graph.input[0])
+    elif lie == "not-classifier" and inp:
+        graph.node.append(helper.make_node("Flatten", [inp], ["pixels"]))
+        _retarget(graph, "pixels", TensorProto.FLOAT, ["N", 64])
+    elif lie == "initializer-output" and graph.initializer:
+        last = graph.initializer[-1]
+        _retarget(graph, last.name, last.data_type, list(last.dims))
+    elif lie == "input-declared-int" and inp:
+        graph.input[0].type.tensor_type.elem_type = rng.choice(
+            (TensorProto.INT64, TensorProto.DOUBLE)
+        )
+    elif lie == "no-inputs" and inp:
+        pixels = helper.make_tensor("pixels", TensorProto.FLOAT, [1, 1, 8, 8], [0.5] * 64)
+        graph.node.insert(0, helper.make_node("Constant", [], [inp], value=pixels))
+        del graph.input[:]
+
+
+def _version_lie(rng: random.Random, model: onnx.ModelProto, lie: str) -> None:
+    """Versions onnxruntime cannot run, and the `ai.onnx` spelling of the default domain."""
+    if lie == "opset":
+        model.opset_import[0].version = rng.choice((999, 30, 26, 25, 24, 23, 22, 1))
+    elif lie == "ir":
+        model.ir_version = rng.choice((99, 13, 12, 11, 3))
+    else:
+        where = rng.choice(("node", "opset", "both"))
+        if where != "opset" and model.graph.node:
+            rng.choice(model.graph.node).domain = "ai.onnx"
+        if where != "node":
+            model.opset_import.append(helper.make_opsetid("ai.onnx", model.opset_import[0].version))
+
+
+def graph_lies(rng: random.Random, seed: Seed, seeds: Sequence[Seed]) -> bytes:
+    """Strategy 11: graphs whose inputs or outputs lie or cannot be used (no outputs, an int64
+    ArgMax declared float, ranks 0/1/3, fewer classes than the manifest, opset 999, IR 99,
+    domain "ai.onnx", ConstantOfShape [32768, 32768] or from Shape(input), not a classifier),
+    built with onnx.helper on the seed's graph; `output.kind` is "logits" in the manifest."""
+    model = seed.model()
+    graph = model.graph
+    out = graph.output[0].name if graph.output else ""
+    inp = graph.input[0].name if graph.input else ""
+    lie = rng.choice(GRAPH_LIES)
+    manifest = json.loads(seed.manifest_json)
+    set_path(manifest, ("output", "kind"), "logits")
+    if lie in ("opset", "ir", "domain"):
+        _version_lie(rng, model, lie)
+    elif lie in ("constant-of-shape", "shape-of-input") and out:
+        _size_lie(rng, model, lie, out, inp)
+    elif lie == "manifest-classes":
+        set_path(manifest, ("output", "classes"), [str(c) for c in range(rng.choice((1, 3, 11)))])
+    elif lie == "input-mismatch":
+        set_path(manifest, ("input", "shape"), [None, 1, rng.choice((4, 16, 28)), 8])
+    elif lie in IO_LIES or not out:
+        _io_lie(rng, model, lie, out, inp)
+    else:
+        _shape_lie(rng, model, lie, out, inp)
+    box = seed.container.with_body(b"GRPH", zstd(model.SerializeToString()))
+    return assemble(box.with_body(b"META", zstd(_canonical(manifest))))
+
+
+# --- strategy 12: non-regular inputs and outputs --------------------------------------------
+
+INPUT_KINDS = (
+    "regular", "fifo", "fifo-writer", "symlink", "symlink-chain", "symlink-loop",
+    "dangling-symlink", "char-zero", "char-null", "directory", "sparse", "sparse-tail",
+)  # fmt: skip
+OUTPUT_KINDS = (
+    "new", "char-null", "char-zero", "fifo", "directory", "input", "symlink-to-input",
+    "hardlink-to-input", "symlink-to-device", "dangling-symlink", "symlink-loop",
+)  # fmt: skip
+BYTES_BEHIND = ("bit-flips", "truncation", "deep", "manifest", "typed-manifest", "graph-lies")
+
+
+@dataclass(frozen=True)
+class FsPlan:
+    """Where a filesystem case puts its bytes (input) and where `decode -o` points (output)."""
+
+    input: str
+    output: str
+
+    def describe(self) -> str:
+        return f"input {self.input}, -o {self.output}"
+
+
+def draw_fs_plan(rng: random.Random) -> FsPlan:
+    """Either side hostile, or both: a third of the cases keep the input a regular file."""
+    plan = FsPlan(rng.choice(INPUT_KINDS), rng.choice(OUTPUT_KINDS))
+    return replace(plan, input="regular") if rng.random() < 0.3 else plan
+
+
+def filesystem(rng: random.Random, seed: Seed, seeds: Sequence[Seed]) -> bytes:
+    """Strategy 12: the bytes behind a non-regular input or before a hostile `-o` (FsPlan,
+    drawn by make_case): mostly the seed itself, so commands reach the output; else a mutant."""
+    if rng.random() < 0.6:
+        return seed.data
+    return STRATEGIES[rng.choice(BYTES_BEHIND)](rng, seed, seeds)
+
+
 STRATEGIES: dict[str, Mutator] = {
     "bit-flips": bit_flips,
     "truncation": truncation,
@@ -1023,20 +1547,40 @@ STRATEGIES: dict[str, Mutator] = {
     "zstd": zstd_frames,
     "onnx": onnx_graphs,
     "manifest": manifests,
+    "typed-manifest": typed_manifest,
+    "padding-allowance": padding_allowance,
+    "graph-lies": graph_lies,
+    "filesystem": filesystem,
 }
+IMAGE_TARGETED = frozenset({"typed-manifest", "graph-lies", "filesystem"})  # aimed at eval
 
 
-def make_case(run_seed: int, index: int, seeds: Sequence[Seed]) -> tuple[str, int, bytes]:
-    """Case `index` of run `run_seed`: (strategy, seed index, bytes), the same on every machine."""
+class Case(NamedTuple):
+    """One case: its family, seed index and bytes; filesystem cases also say where they go."""
+
+    strategy: str
+    seed: int
+    data: bytes
+    fs: FsPlan | None = None
+
+
+def make_case(
+    run_seed: int, index: int, seeds: Sequence[Seed], strategies: Sequence[str] = ()
+) -> Case:
+    """Case `index` of run `run_seed` over `strategies` (default: all), the same everywhere."""
     rng = random.Random(f"{run_seed}:{index}")
-    strategy = rng.choice(sorted(STRATEGIES))
+    strategy = rng.choice(sorted(strategies or STRATEGIES))
     seed_index = rng.randrange(len(seeds))
-    return strategy, seed_index, STRATEGIES[strategy](rng, seeds[seed_index], seeds)
+    images = [i for i, seed in enumerate(seeds) if seed.takes_images]
+    if strategy in IMAGE_TARGETED and images and rng.random() < 0.75:
+        seed_index = rng.choice(images)  # a seed `eval --dataset digits` runs to the end
+    data = STRATEGIES[strategy](rng, seeds[seed_index], seeds)
+    return Case(strategy, seed_index, data, draw_fs_plan(rng) if strategy == "filesystem" else None)
 
 
-def case_strategy(run_seed: int, index: int) -> str:
+def case_strategy(run_seed: int, index: int, strategies: Sequence[str] = ()) -> str:
     """The strategy of a case without building it (for a case whose worker had to be killed)."""
-    return random.Random(f"{run_seed}:{index}").choice(sorted(STRATEGIES))
+    return random.Random(f"{run_seed}:{index}").choice(sorted(strategies or STRATEGIES))
 
 
 # --- running cases --------------------------------------------------------------------------
@@ -1044,6 +1588,19 @@ def case_strategy(run_seed: int, index: int) -> str:
 
 class CaseTimeout(BaseException):
     """Raised by the alarm; a BaseException so that no `except Exception` can swallow it."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One command's misbehaviour in a case: what the summary groups and counts by command."""
+
+    command: str
+    signature: str  # without the command: type and place, or what went wrong
+    error: str = ""  # the traceback, or what the command printed
+
+    @property
+    def key(self) -> str:
+        return f"{self.command}: {self.signature}"
 
 
 @dataclass
@@ -1057,8 +1614,11 @@ class CaseResult:
     rss_growth_kib: int = 0  # how far this case raised its process's peak RSS
     traced_peak: int = 0  # tracemalloc peak during validation, with --trace-memory
     code: str = ""  # the first violation code of a rejection
-    signature: str = ""  # foreign exceptions: type and innermost frame
-    error: str = ""  # foreign exceptions: the traceback
+    signature: str = ""  # foreign exceptions and timeouts: the first finding's key, or a note
+    error: str = ""  # foreign exceptions: the first finding's traceback
+    findings: tuple[Finding, ...] = ()  # foreign: every command that misbehaved
+    commands: tuple[str, ...] = ()  # the commands run on the file after validate_bytes
+    oracle_seconds: float = 0.0  # time in those commands
 
 
 def peak_rss_kib() -> int:
@@ -1083,6 +1643,47 @@ def watchdog(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _address_space() -> int:
+    """This process's virtual size in bytes (/proc/self/statm; 0 where there is none)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@contextlib.contextmanager
+def memory_guard(headroom: int = GUARD_BYTES) -> Iterator[None]:
+    """Cap the address space at its current size plus `headroom` while the body runs, so a
+    command that reads /dev/zero or allocates a 4 GiB activation fails with MemoryError (a
+    finding) instead of taking the machine's memory; not used around validate_bytes, which
+    turns MemoryError into a limit-exceeded rejection."""
+    size = _address_space()
+    if not size:
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = size + headroom if hard == resource.RLIM_INFINITY else min(hard, size + headroom)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@contextlib.contextmanager
+def quiet_stderr_fd() -> Iterator[None]:
+    """Send file descriptor 2 (onnxruntime's C++ log) to /dev/null while the body runs."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def signature(error: BaseException) -> str:
@@ -1111,44 +1712,396 @@ def validate_case(data: bytes) -> tuple[str, str, str, str]:
     return ("accepted" if report.valid else "rejected"), code, "", ""
 
 
-class Fuzzer:
-    """One process's state: the prepared seeds and the warm-up memory baseline."""
+@dataclass(frozen=True)
+class Ran:
+    """What one in-process `eprpipe` command did: its exit code, or why it has none."""
 
-    def __init__(self, seeds: Sequence[tuple[str, bytes]], run_seed: int, trace: bool) -> None:
+    command: str
+    code: int | None = None
+    stderr: str = ""
+    finding: Finding | None = None
+    timed_out: bool = False
+    blocked: bool = False  # timed out having used almost no CPU: waiting, not working
+    stdout: str = ""
+
+
+def argv_of(command: str, path: Path, out: Path) -> list[str]:
+    """The `eprpipe` arguments of `command` on input `path` (decode writes to `out`)."""
+    words = command.split()
+    if words[0] == "decode":
+        return ["decode", str(path), "-o", str(out)]
+    if words[0] == "eval":
+        return ["eval", str(path), "--dataset", EVAL_DATASET, *EVAL_LIMITS]
+    return [*words, str(path)]
+
+
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    return _build_parser()
+
+
+_build_parser = cli.build_parser
+
+
+@contextlib.contextmanager
+def parser_built_once() -> Iterator[None]:
+    """cli.main with its argument parser built once per process, not per call: building it
+    costs 3 ms, more than most commands on a small file; parsing and running are untouched."""
+    cli.build_parser = _parser
+    try:
+        yield
+    finally:
+        cli.build_parser = _build_parser
+
+
+def run_command(command: str, path: Path, out: Path, seconds: float) -> Ran:
+    """Run `eprpipe COMMAND` in this process, its output captured and discarded; anything but
+    an exit code 0/1/2 is a finding, and so is a traceback printed on stderr."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    cpu = time.process_time()
+    try:
+        with watchdog(max(seconds, 0.01)), quiet_stderr_fd(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with (
+                contextlib.redirect_stdout(stdout),
+                contextlib.redirect_stderr(stderr),
+                parser_built_once(),
+            ):
+                code = cli.main(argv_of(command, path, out))
+    except CaseTimeout:
+        blocked = time.process_time() - cpu < BLOCKED_CPU_SHARE * seconds
+        return Ran(command, None, stderr.getvalue(), None, True, blocked)
+    except (Exception, SystemExit) as error:
+        finding = Finding(command, signature(error), traceback.format_exc())
+        return Ran(command, None, stderr.getvalue(), finding)
+    text = stderr.getvalue()
+    finding = None
+    if "Traceback (most recent call last)" in text:
+        finding = Finding(command, "printed a traceback", text)
+    elif code not in (0, 1, 2):
+        finding = Finding(command, f"returned {code!r}", text)
+    return Ran(command, code, text, finding, stdout=stdout.getvalue())
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+class Oracle:
+    """Every other command on a file validate_bytes accepts: none may raise or print a
+    traceback; info, info --json and decode must succeed (the file is valid), info --json
+    printing JSON."""
+
+    def __init__(self, workdir: Path, eval_every: int) -> None:
+        self.path = workdir / "case.epr"
+        self.out = workdir / "out.onnx"
+        self.eval_every = eval_every
+
+    def commands(self, index: int, strategy: str) -> tuple[str, ...]:
+        """eval on every case of a family aimed at it, else on every eval_every-th case."""
+        evaluate = strategy in IMAGE_TARGETED or index % self.eval_every == 0
+        return ORACLE_COMMANDS if evaluate else ORACLE_COMMANDS[:-1]
+
+    def run(self, data: bytes, commands: Sequence[str], deadline: float) -> tuple[str, list]:
+        """('accepted' or 'timeout', findings) after running `commands` on `data`."""
+        self.path.write_bytes(data)
+        findings = []
+        with memory_guard():
+            for command in commands:
+                ran = run_command(command, self.path, self.out, deadline - time.perf_counter())
+                if ran.timed_out:
+                    return "timeout", [*findings, Finding(command, ALARM)]
+                finding = ran.finding or self._disagrees(ran)
+                if finding is not None:
+                    findings.append(finding)
+        left = sorted(p.name for p in self.path.parent.iterdir() if p not in (self.path, self.out))
+        if left:
+            findings.append(Finding("decode", "left a file behind", ", ".join(left)))
+        self.out.unlink(missing_ok=True)
+        return "accepted", findings
+
+    @staticmethod
+    def _disagrees(ran: Ran) -> Finding | None:
+        """info and decode fail, or info --json prints no JSON, on a file validate accepts."""
+        if ran.code != 0 and ran.command != "eval":
+            note = f"exit {ran.code} on a file validate accepts"
+            return Finding(ran.command, note, _first_line(ran.stderr))
+        if ran.command == "info --json":
+            try:
+                json.loads(ran.stdout)
+            except ValueError as error:
+                return Finding(ran.command, "printed no JSON", str(error))
+        return None
+
+
+class FifoWriter:
+    """Serves `data` to each reader that opens the FIFO, until stopped; never blocks on open
+    (O_NONBLOCK fails with ENXIO while nobody reads), so a command that refuses the FIFO
+    without opening it leaves no thread stuck."""
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        self.path, self.data = path, data
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.001)
+                continue
+            os.set_blocking(fd, True)
+            with contextlib.suppress(OSError), os.fdopen(fd, "wb") as pipe:
+                pipe.write(self.data)  # an OSError: the reader stopped reading, its business
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+
+
+DEVICES = {"null": 3, "zero": 5}  # minor numbers of the memory devices (major 1)
+
+
+def make_device(path: Path, name: str) -> None:
+    """A copy of /dev/`name` at `path` (mknod: root only); else a link to the real one, which a
+    process that may not mknod may not replace either (/dev is not writable to it)."""
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, DEVICES[name]))
+    except PermissionError:
+        path.symlink_to(f"/dev/{name}")
+
+
+def make_input(root: Path, kind: str, source: Path) -> Path:
+    """The input node of `kind` in `root`; `source` is a regular file holding the case's bytes."""
+    path = root / "in.epr"
+    if kind == "regular":
+        return source
+    if kind in ("fifo", "fifo-writer"):
+        os.mkfifo(path)
+    elif kind == "symlink":
+        path.symlink_to(source.name)
+    elif kind == "symlink-chain":
+        for link, target in (("l1", "l2"), ("l2", "l3"), ("l3", source.name)):
+            (root / link).symlink_to(target)
+        path.symlink_to("l1")
+    elif kind == "symlink-loop":
+        (root / "loop.epr").symlink_to("in.epr")
+        path.symlink_to("loop.epr")
+    elif kind == "dangling-symlink":
+        path.symlink_to("missing.epr")
+    elif kind in ("char-zero", "char-null"):
+        make_device(path, kind.removeprefix("char-"))
+    elif kind == "directory":
+        path.mkdir()
+    else:  # 1 GiB that takes no space: zeros, or the case's bytes and then zeros
+        with open(path, "wb") as handle:
+            handle.write(source.read_bytes() if kind == "sparse-tail" else b"")
+            handle.truncate(SPARSE_BYTES)
+    return path
+
+
+def make_output(root: Path, kind: str, inp: Path, source: Path) -> Path:
+    """The node `decode -o` names: nothing, a device copy, a FIFO, a directory, the input..."""
+    path = root / "out.onnx"
+    if kind == "input":
+        return inp
+    if kind in ("char-null", "char-zero"):
+        make_device(path, kind.removeprefix("char-"))
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "symlink-to-input":
+        path.symlink_to(inp.name)
+    elif kind == "hardlink-to-input" and os.path.realpath(inp) == os.path.realpath(source):
+        os.link(source, path)
+    elif kind == "symlink-to-device":
+        make_device(root / "null.dev", "null")
+        path.symlink_to("null.dev")
+    elif kind == "dangling-symlink":
+        path.symlink_to("missing.onnx")
+    elif kind == "symlink-loop":
+        path.symlink_to("out.onnx")
+    return path
+
+
+Snapshot = dict[str, tuple[int, int, int]]  # name: (inode, file type, size)
+
+
+def snapshot(root: Path) -> Snapshot:
+    """Every node under `root`, links not followed."""
+    nodes = {}
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(directory, name)
+            status = path.lstat()
+            nodes[str(path.relative_to(root))] = (
+                status.st_ino,
+                stat.S_IFMT(status.st_mode),
+                status.st_size,
+            )
+    return nodes
+
+
+def compare_nodes(before: Snapshot, after: Snapshot, plan: FsPlan, source: str) -> list[Finding]:
+    """Nodes replaced, removed or changed (the input's bytes included), and files left behind;
+    the only new files allowed are decode's output and a dangling link's target."""
+    findings = []
+    roles = {source: "the input", "in.epr": "the input", "out.onnx": f"-o {plan.output}"}
+    for name, (inode, kind, size) in before.items():
+        now = after.get(name)
+        what = roles.get(name, name)
+        if now is None:
+            findings.append(Finding("decode", f"removed {what}", name))
+        elif now[:2] != (inode, kind):
+            findings.append(Finding("decode", f"replaced {what} ({plan.describe()})", name))
+        elif name == source and now[2] != size:
+            findings.append(Finding("decode", f"changed the input ({plan.describe()})", name))
+    allowed = {"out.onnx", "missing.onnx"}
+    left = sorted(name for name in after if name not in before and name not in allowed)
+    if left:
+        findings.append(Finding("decode", f"left a file behind ({plan.describe()})", str(left)))
+    return findings
+
+
+class FileCases:
+    """Runs filesystem cases: the bytes behind a node of some kind in a fresh directory, every
+    command on it in this process, then the directory compared with what it was."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.root = workdir / "fs"
+
+    def run(self, data: bytes, plan: FsPlan) -> tuple[str, list[Finding], dict[str, int | None]]:
+        """(outcome, findings, exit code of each command run): 'accepted' when validate said
+        valid; a decode that says it wrote a file must have left one where -o leads."""
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.mkdir()
+        source = self.root / "case.epr"
+        source.write_bytes(data)
+        inp = make_input(self.root, plan.input, source)
+        out = make_output(self.root, plan.output, inp, source)
+        writer = FifoWriter(inp, data) if plan.input == "fifo-writer" else None
+        before = snapshot(self.root)
+        try:
+            codes, findings = self._commands(inp, out, plan)
+        finally:
+            if writer is not None:
+                writer.stop()
+        findings += compare_nodes(before, snapshot(self.root), plan, source.name)
+        if source.read_bytes() != data:
+            findings.append(Finding("decode", f"changed the input ({plan.describe()})"))
+        if codes.get("decode") == 0 and not os.path.isfile(out):
+            findings.append(Finding("decode", f"exit 0 but no file at -o ({plan.describe()})"))
+        shutil.rmtree(self.root)
+        outcome = "foreign" if findings else ("accepted" if codes["validate"] == 0 else "rejected")
+        return outcome, findings, codes
+
+    def _commands(self, inp: Path, out: Path, plan: FsPlan) -> tuple[dict, list[Finding]]:
+        codes, findings = {}, []
+        with memory_guard():
+            for command in FS_COMMANDS:
+                result = run_command(command, inp, out, FS_TIMEOUT_S)
+                codes[command] = result.code
+                if result.timed_out:  # the other commands would wait or work as long
+                    note = f"hung over {FS_TIMEOUT_S:.0f} s, blocked ({plan.describe()})"
+                    findings.append(Finding(command, note if result.blocked else ALARM))
+                    break
+                if result.finding is not None:
+                    findings.append(result.finding)
+        return codes, findings
+
+
+class Fuzzer:
+    """One process's state: the prepared seeds, a scratch directory, the memory baseline."""
+
+    def __init__(
+        self,
+        seeds: Sequence[tuple[str, bytes]],
+        run_seed: int,
+        trace: bool,
+        *,
+        strategies: Sequence[str] = (),
+        eval_every: int = EVAL_EVERY,
+        workdir: Path | None = None,
+    ) -> None:
         self.seeds = [Seed.of(name, data) for name, data in seeds]
         self.run_seed = run_seed
         self.trace = trace
+        self.strategies = tuple(strategies)
+        self.workdir = Path(tempfile.mkdtemp(prefix="fuzz-", dir=workdir or scratch_root()))
+        self.oracle = Oracle(self.workdir, eval_every)
+        self.files = FileCases(self.workdir)
+
+    def close(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def warm_up(self) -> int:
-        """Import, build the cached bombs, validate every seed; returns the baseline peak RSS."""
+        """Import, build the cached bombs, validate and run every command on every seed (the
+        digits data loaded once); returns the baseline peak RSS."""
         for seed in self.seeds:
             bomb("doc", seed)
             validate_bytes(seed.data)
+            self.oracle.run(seed.data, ORACLE_COMMANDS, time.perf_counter() + 60)
         bomb("zeros", self.seeds[0])
         bomb("meta-limit", self.seeds[0])
         if self.trace:
             tracemalloc.start()
         return peak_rss_kib()
 
+    def case(self, index: int) -> Case:
+        return make_case(self.run_seed, index, self.seeds, self.strategies)
+
     def run(self, index: int) -> CaseResult:
-        """Build and validate case `index`; never raises (a generator bug is its own outcome)."""
+        """Build and run case `index`; never raises (a generator bug is its own outcome)."""
         try:
-            strategy, seed, data = make_case(self.run_seed, index, self.seeds)
+            case = self.case(index)
         except Exception:
-            strategy = case_strategy(self.run_seed, index)
+            strategy = case_strategy(self.run_seed, index, self.strategies)
             return CaseResult(index, strategy, -1, "generator-error", error=traceback.format_exc())
         before = peak_rss_kib()
         if self.trace:
             tracemalloc.reset_peak()
         traced_before = tracemalloc.get_traced_memory()[0] if self.trace else 0
         start = time.perf_counter()
-        outcome, code, sign, error = validate_case(data)
-        seconds = time.perf_counter() - start
-        traced = tracemalloc.get_traced_memory()[1] - traced_before if self.trace else 0
-        growth = peak_rss_kib() - before
-        return CaseResult(
-            index, strategy, seed, outcome, seconds, len(data), growth, traced, code, sign, error
-        )
+        result = CaseResult(index, case.strategy, case.seed, "", size=len(case.data))
+        try:
+            if case.fs is not None:
+                outcome, findings, codes = self.files.run(case.data, case.fs)
+                result = replace(result, outcome=outcome, commands=tuple(codes))
+            else:
+                result = self._validated(result, case, index, start)
+                findings = list(result.findings)
+        except Exception:  # the runner's own bug, e.g. setting up a node: not the reader's
+            return replace(result, outcome="generator-error", error=traceback.format_exc())
+        if findings:  # the first finding names the case; slow commands alone make a timeout
+            first = next((f for f in findings if f.signature != ALARM), findings[0])
+            outcome = "timeout" if first.signature == ALARM else "foreign"
+            result = replace(result, outcome=outcome, signature=first.key, error=first.error)
+        result.findings = tuple(findings)
+        result.seconds = time.perf_counter() - start
+        result.traced_peak = tracemalloc.get_traced_memory()[1] - traced_before if self.trace else 0
+        result.rss_growth_kib = peak_rss_kib() - before
+        return result
+
+    def _validated(self, result: CaseResult, case: Case, index: int, start: float) -> CaseResult:
+        """validate_bytes, then, on an accepted file, the other commands (the oracle)."""
+        outcome, code, sign, error = validate_case(case.data)
+        result = replace(result, outcome=outcome, code=code, signature=sign, error=error)
+        if outcome == "foreign":
+            return replace(result, findings=(Finding("validate", sign, error),))
+        if outcome != "accepted":
+            return result
+        commands = self.oracle.commands(index, case.strategy)
+        oracle_start = time.perf_counter()
+        verdict, findings = self.oracle.run(case.data, commands, start + CASE_TIMEOUT_S)
+        result = replace(result, commands=commands, findings=tuple(findings))
+        result.oracle_seconds = time.perf_counter() - oracle_start
+        if verdict == "timeout":
+            result.outcome = "timeout"
+        return result
 
 
 # --- the summary ----------------------------------------------------------------------------
@@ -1162,22 +2115,32 @@ class StrategyRow:
     foreign: int = 0
     slow: int = 0
     slowest: float = 0.0
+    seconds: float = 0.0  # all its cases, oracle included: what the family costs a run
 
 
 @dataclass
 class Summary:
-    """Everything a run found; `ok` is the exit criterion."""
+    """Everything a run found, in memory bounded whatever the case count; `ok` is the exit
+    criterion."""
 
     run_seed: int
     jobs: int
     seeds: list[dict]
+    strategy_names: list[str] = field(default_factory=list)  # empty: all
+    eval_every: int = EVAL_EVERY
     wall_seconds: float = 0.0
     outcomes: Counter = field(default_factory=Counter)
     strategies: dict[str, StrategyRow] = field(default_factory=dict)
     codes: Counter = field(default_factory=Counter)
     foreign: dict[str, dict] = field(default_factory=dict)  # by signature: count, first case
+    by_command: Counter = field(default_factory=Counter)  # foreign findings per command
+    commands_run: Counter = field(default_factory=Counter)  # commands run after validation
+    oracle_cases: int = 0  # cases validate_bytes accepted, then the other commands ran on
+    accepted_seconds: float = 0.0  # their validation and oracle time (timeouts left out)
+    oracle_seconds: float = 0.0
     generator_errors: list[dict] = field(default_factory=list)
-    slow_cases: list[dict] = field(default_factory=list)
+    slow_count: int = 0
+    slow_cases: list[tuple] = field(default_factory=list)  # a heap of the slowest
     slowest: dict = field(default_factory=lambda: {"seconds": 0.0, "case": None})
     max_input_bytes: int = 0
     rss_kib: dict[int, list[int]] = field(default_factory=dict)  # pid: [baseline, peak]
@@ -1198,37 +2161,50 @@ class Summary:
         if result.code:
             self.codes[result.code] += 1
         if result.outcome == "foreign":
-            entry = self.foreign.setdefault(
-                result.signature,
-                {
-                    "count": 0,
-                    "first_case": case,
-                    "strategy": result.strategy,
-                    "seed": result.seed,
-                    "traceback": result.error or result.signature,
-                },
-            )
-            entry["count"] += 1
+            self._foreign(result, case)
+        if result.oracle_seconds:  # validate_bytes accepted it, and the oracle ran
+            self.commands_run.update(result.commands)
+        if result.oracle_seconds and result.outcome != "timeout":  # timeouts: their own line
+            self.oracle_cases += 1
+            self.oracle_seconds += result.oracle_seconds
+            self.accepted_seconds += result.seconds
         if result.outcome == "generator-error" and len(self.generator_errors) < 20:
             self.generator_errors.append({"case": case, "traceback": result.error})
         self._timing(result, row, case)
         self._memory(result, case)
 
+    def _foreign(self, result: CaseResult, case: str) -> None:
+        """Group the case's findings by signature (at most MAX_SIGNATURES kept in full)."""
+        findings = result.findings or (Finding("worker", result.signature, result.error),)
+        for finding in findings:
+            self.by_command[finding.command] += 1
+            key = finding.key if len(self.foreign) < MAX_SIGNATURES else "(other signatures)"
+            entry = self.foreign.setdefault(
+                key,
+                {
+                    "count": 0,
+                    "command": finding.command,
+                    "first_case": case,
+                    "strategy": result.strategy,
+                    "seed": result.seed,
+                    "traceback": finding.error or finding.signature,
+                },
+            )
+            entry["count"] += 1
+
     def _timing(self, result: CaseResult, row: StrategyRow, case: str) -> None:
+        row.seconds += result.seconds
         row.slowest = max(row.slowest, result.seconds)
         if result.seconds > self.slowest["seconds"]:
             self.slowest = {"seconds": result.seconds, "case": case, "strategy": result.strategy}
         if result.seconds > SLOW_S or result.outcome == "timeout":
             row.slow += 1
-            self.slow_cases.append(
-                {
-                    "case": case,
-                    "strategy": result.strategy,
-                    "seconds": round(result.seconds, 3),
-                    "outcome": result.outcome,
-                    "note": result.signature,
-                }
-            )
+            self.slow_count += 1
+            entry = (result.seconds, case, result.strategy, result.outcome, result.signature)
+            if len(self.slow_cases) < MAX_SLOW_KEPT:
+                heapq.heappush(self.slow_cases, entry)
+            else:
+                heapq.heappushpop(self.slow_cases, entry)
 
     def _memory(self, result: CaseResult, case: str) -> None:
         self.max_input_bytes = max(self.max_input_bytes, result.size)
@@ -1254,7 +2230,11 @@ class Summary:
 
     @property
     def slow(self) -> int:
-        return len(self.slow_cases)
+        return self.slow_count
+
+    def slowest_cases(self) -> list[dict]:
+        keys = ("seconds", "case", "strategy", "outcome", "note")
+        return [dict(zip(keys, entry, strict=True)) for entry in sorted(self.slow_cases)[::-1]]
 
     @property
     def rss_increase(self) -> int:
@@ -1270,16 +2250,34 @@ class Summary:
         clean = not (self.outcomes["foreign"] or self.outcomes["generator-error"] or self.slow)
         return clean and self.rss_increase <= self.memory_bound
 
+    def throughput(self) -> dict:
+        """Cases per second overall (wall clock, all workers), and the cost of accepted ones."""
+        accepted = self.oracle_cases
+        per_accepted = self.accepted_seconds / accepted if accepted else 0.0
+        return {
+            "cases_per_second": round(self.cases / self.wall_seconds, 1)
+            if self.wall_seconds
+            else 0.0,
+            "accepted_ms_per_case": round(1000 * per_accepted, 2),
+            "accepted_per_second_per_worker": round(1 / per_accepted, 1) if per_accepted else 0.0,
+            "oracle_seconds": round(self.oracle_seconds, 2),
+        }
+
     def as_json(self) -> dict:
         return {
             "ok": self.ok,
             "run_seed": self.run_seed,
             "jobs": self.jobs,
+            "strategy_selection": self.strategy_names or "all",
+            "eval_every": self.eval_every,
             "wall_seconds": round(self.wall_seconds, 3),
             "cases": self.cases,
             "clean_rejections": self.outcomes["rejected"],
             "accepted": self.outcomes["accepted"],
             "foreign_exceptions": self.outcomes["foreign"],
+            "foreign_by_command": dict(self.by_command.most_common()),
+            "commands_run": dict(self.commands_run.most_common()),
+            "throughput": self.throughput(),
             "over_1s": self.slow,
             "timeouts": self.outcomes["timeout"],
             "outcomes": {outcome: self.outcomes[outcome] for outcome in OUTCOMES},
@@ -1297,7 +2295,9 @@ class Summary:
             "strategies": {name: asdict(row) for name, row in sorted(self.strategies.items())},
             "violation_codes": dict(self.codes.most_common()),
             "foreign": self.foreign,
-            "slow_cases": sorted(self.slow_cases, key=lambda c: -c["seconds"])[:50],
+            "slow_cases": [
+                {**case, "seconds": round(case["seconds"], 3)} for case in self.slowest_cases()
+            ],
             "generator_error_cases": self.generator_errors,
             "seeds": self.seeds,
         }
@@ -1307,11 +2307,25 @@ def _mib(count: int) -> str:
     return f"{count / (1 << 20):,.1f} MiB"
 
 
+def _oracle_line(summary: Summary) -> str:
+    """What ran on the accepted files, and what an accepted case costs."""
+    run = summary.commands_run
+    speed = summary.throughput()
+    evals = f"eval {run['eval']:,} (every case of {', '.join(sorted(IMAGE_TARGETED))}"
+    evals += f", 1 in {summary.eval_every} of the others)"
+    return (
+        f"oracle                info {run['info']:,}, info --json {run['info --json']:,}, "
+        f"decode {run['decode']:,}, {evals}; accepted cases {speed['accepted_ms_per_case']} ms "
+        f"each ({speed['accepted_per_second_per_worker']}/s per worker)"
+    )
+
+
 def render(summary: Summary, reproduce_hint: str = "") -> str:
     """The human summary printed at the end of a run."""
     rate = summary.cases / summary.wall_seconds if summary.wall_seconds else 0.0
     slowest = summary.slowest
     within = summary.rss_increase <= summary.memory_bound
+    per_command = ", ".join(f"{c} {n:,}" for c, n in summary.by_command.most_common()) or "none"
     lines = [
         f"cases run             {summary.cases:,} in {summary.wall_seconds:.1f} s "
         f"({rate:,.0f}/s, {summary.jobs} worker(s), run seed {summary.run_seed}, "
@@ -1319,6 +2333,8 @@ def render(summary: Summary, reproduce_hint: str = "") -> str:
         f"clean rejections      {summary.outcomes['rejected']:,}",
         f"accepted and decoded  {summary.outcomes['accepted']:,}",
         f"foreign exceptions    {summary.outcomes['foreign']:,} ({len(summary.foreign)} distinct)",
+        f"foreign by command    {per_command}",
+        _oracle_line(summary),
         f"cases over 1 s        {summary.slow:,} (stopped by a watchdog: "
         f"{summary.outcomes['timeout']})",
         f"slowest case          {slowest['seconds']:.3f} s "
@@ -1341,16 +2357,33 @@ def render(summary: Summary, reproduce_hint: str = "") -> str:
         lines.append(f"GENERATOR ERRORS      {summary.outcomes['generator-error']} (tool bugs)")
     lines += [
         "",
-        f"{'strategy':<12} {'cases':>7} {'rejected':>9} {'accepted':>9} {'foreign':>8} "
-        f"{'>1 s':>5} {'slowest':>9}",
+        f"{'strategy':<17} {'cases':>7} {'rejected':>9} {'accepted':>9} {'foreign':>8} "
+        f"{'>1 s':>5} {'slowest':>9} {'mean':>8}",
     ]
     for name, row in sorted(summary.strategies.items()):
+        mean = 1000 * row.seconds / row.cases if row.cases else 0.0
         lines.append(
-            f"{name:<12} {row.cases:>7,} {row.rejected:>9,} {row.accepted:>9,} "
-            f"{row.foreign:>8,} {row.slow:>5,} {row.slowest:>8.3f}s"
+            f"{name:<17} {row.cases:>7,} {row.rejected:>9,} {row.accepted:>9,} "
+            f"{row.foreign:>8,} {row.slow:>5,} {row.slowest:>8.3f}s {mean:>6.2f}ms"
         )
     codes = ", ".join(f"{code} {n:,}" for code, n in summary.codes.most_common(12))
     lines += ["", f"top rejection codes: {codes}"]
+    lines += _foreign_lines(summary, reproduce_hint)
+    for case in summary.slowest_cases()[:SHOW_TRACEBACKS]:
+        lines.append(
+            f"SLOW: case {case['case']} ({case['strategy']}) {case['seconds']:.2f} s "
+            f"{case['outcome']} {case['note']}".rstrip()
+        )
+    return "\n".join(lines)
+
+
+def _foreign_lines(summary: Summary, reproduce_hint: str) -> list[str]:
+    """Every distinct finding with its count and first case; the first few with tracebacks."""
+    lines = []
+    if summary.foreign:
+        lines += ["", "distinct findings (count, first case):"]
+    for sign, entry in summary.foreign.items():
+        lines.append(f"  {entry['count']:>8,}  {entry['first_case']:<12} {sign}")
     for sign, entry in list(summary.foreign.items())[:SHOW_TRACEBACKS]:
         lines += [
             "",
@@ -1360,15 +2393,17 @@ def render(summary: Summary, reproduce_hint: str = "") -> str:
             f"{entry['first_case']}",
             entry["traceback"].rstrip(),
         ]
-    for case in sorted(summary.slow_cases, key=lambda c: -c["seconds"])[:SHOW_TRACEBACKS]:
-        lines.append(
-            f"SLOW: case {case['case']} ({case['strategy']}) {case['seconds']:.2f} s "
-            f"{case['outcome']} {case['note']}".rstrip()
-        )
-    return "\n".join(lines)
+    return lines
 
 
 # --- orchestration --------------------------------------------------------------------------
+
+
+def scratch_root() -> Path:
+    """Where workers make their scratch directories: /dev/shm when there is one (decode's
+    fsync costs nothing there, and it allows device nodes), else the temporary directory."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
 
 
 @dataclass(frozen=True)
@@ -1379,6 +2414,9 @@ class Plan:
     deadline: float | None  # ... until this time.time()
     jobs: int
     trace: bool
+    strategies: tuple[str, ...] = ()  # empty: all
+    eval_every: int = EVAL_EVERY
+    workdir: Path | None = None  # the run's scratch directory, removed at its end
 
 
 def case_indices(plan: Plan, first: int, skip: frozenset[int] = frozenset()) -> Iterator[int]:
@@ -1392,13 +2430,24 @@ def case_indices(plan: Plan, first: int, skip: frozenset[int] = frozenset()) -> 
         index += plan.jobs
 
 
+def fuzzer_of(plan: Plan) -> Fuzzer:
+    return Fuzzer(
+        plan.seeds,
+        plan.run_seed,
+        plan.trace,
+        strategies=plan.strategies,
+        eval_every=plan.eval_every,
+        workdir=plan.workdir,
+    )
+
+
 def worker_main(plan: Plan, worker: int, first: int, skip: frozenset[int], out, clock) -> None:
     """A worker process: warm up, run its cases, send results in batches with its peak RSS.
 
     `clock[2w]` and `clock[2w + 1]` hold the running case and its start (time.monotonic), so
     the parent can kill a worker stuck where the alarm cannot reach it (inside C code).
     """
-    fuzzer = Fuzzer(plan.seeds, plan.run_seed, plan.trace)
+    fuzzer = fuzzer_of(plan)
     pid = mp.current_process().pid
     out.put(("ready", worker, pid, fuzzer.warm_up()))
     batch, flushed = [], time.monotonic()
@@ -1410,6 +2459,7 @@ def worker_main(plan: Plan, worker: int, first: int, skip: frozenset[int], out, 
             out.put(("batch", worker, pid, batch, peak_rss_kib()))
             batch, flushed = [], time.monotonic()
     out.put(("batch", worker, pid, batch, peak_rss_kib()))
+    fuzzer.close()
     out.put(("done", worker, pid, None))
 
 
@@ -1477,7 +2527,7 @@ class _Pool:
             else:
                 note = f"worker crashed, exit code {process.exitcode} (a signal if negative)"
             outcome = "timeout" if hung else "foreign"
-            strategy = case_strategy(self.plan.run_seed, index)
+            strategy = case_strategy(self.plan.run_seed, index, self.plan.strategies)
             seconds = time.monotonic() - started
             self.summary.add(CaseResult(index, strategy, -1, outcome, seconds, signature=note))
             self.skip[worker].add(index)
@@ -1506,57 +2556,95 @@ def fuzz(
     jobs: int = 2,
     trace_memory: bool = False,
     progress: bool = True,
+    strategies: Sequence[str] = (),
+    eval_every: int = EVAL_EVERY,
 ) -> Summary:
-    """Run the cases (a count, or until `seconds` pass); jobs=1 runs in this process."""
+    """Run the cases (a count, or until `seconds` pass); jobs=1 runs in this process.
+
+    The parent keeps counts, the distinct findings and the slowest cases, never per-case
+    results, so a run of any length takes the same memory.
+    """
+    unknown = set(strategies) - set(STRATEGIES)
+    if unknown:
+        raise ValueError(f"unknown strategies {sorted(unknown)}; known: {sorted(STRATEGIES)}")
     deadline = time.time() + seconds if seconds is not None else None
-    plan = Plan(tuple(seeds), run_seed, cases, deadline, max(1, jobs), trace_memory)
+    workdir = Path(tempfile.mkdtemp(prefix="fuzz-run-", dir=scratch_root()))
+    plan = Plan(
+        tuple(seeds),
+        run_seed,
+        cases,
+        deadline,
+        max(1, jobs),
+        trace_memory,
+        tuple(sorted(strategies)),
+        eval_every,
+        workdir,
+    )
     described = [
         {"name": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         for name, data in seeds
     ]
-    summary = Summary(run_seed, plan.jobs, described)
+    summary = Summary(run_seed, plan.jobs, described, list(plan.strategies), eval_every)
     started = time.perf_counter()
     bar = tqdm(total=cases, unit="case", disable=not progress, smoothing=0.05, dynamic_ncols=True)
-    with bar:
-        if plan.jobs == 1:
-            fuzzer = Fuzzer(plan.seeds, run_seed, trace_memory)
-            summary.rss(0, baseline=fuzzer.warm_up())
-            for index in case_indices(plan, 0):
-                summary.add(fuzzer.run(index))
-                bar.update(1)
-            summary.rss(0, peak=peak_rss_kib())
-        else:
-            _Pool(plan, summary, bar).run()
+    try:
+        with bar:
+            if plan.jobs == 1:
+                _run_here(plan, summary, bar)
+            else:
+                _Pool(plan, summary, bar).run()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     summary.wall_seconds = time.perf_counter() - started
     if trace_memory and tracemalloc.is_tracing():
         tracemalloc.stop()
     return summary
 
 
-def reproduce(seeds: Sequence[tuple[str, bytes]], case: str, dump: Path | None) -> int:
-    """Re-run one case in this process, showing its traceback; 0 if it behaves."""
-    run_seed, index = (int(part) for part in case.split(":"))
-    prepared = [Seed.of(name, data) for name, data in seeds]
-    strategy, seed, data = make_case(run_seed, index, prepared)
-    print(
-        f"case {case}: strategy {strategy}, seed {seed} ({prepared[seed].name}), "
-        f"{len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}"
-    )
-    if dump is not None:
-        dump.write_bytes(data)
-        print(f"wrote {dump}")
-    start = time.perf_counter()
+def _run_here(plan: Plan, summary: Summary, bar: tqdm) -> None:
+    """All cases in this process (--jobs 1): no hard timeout, no restart."""
+    fuzzer = fuzzer_of(plan)
     try:
-        report = validate_bytes(data)
-    except Exception:
-        traceback.print_exc()
-        print(f"FOREIGN exception after {time.perf_counter() - start:.3f} s")
-        return 1
-    seconds = time.perf_counter() - start
-    print(f"{'accepted' if report.valid else 'rejected'} in {seconds:.3f} s")
-    for violation in report.violations:
-        print(f"  {violation.describe()}")
-    return 0 if seconds <= SLOW_S else 1
+        summary.rss(0, baseline=fuzzer.warm_up())
+        for index in case_indices(plan, 0):
+            summary.add(fuzzer.run(index))
+            bar.update(1)
+        summary.rss(0, peak=peak_rss_kib())
+    finally:
+        fuzzer.close()
+
+
+def reproduce(
+    seeds: Sequence[tuple[str, bytes]],
+    case: str,
+    dump: Path | None,
+    strategies: Sequence[str] = (),
+) -> int:
+    """Re-run one case in this process as the fuzz loop does (the oracle and filesystem
+    checks included), showing every finding's traceback; 0 if it behaves."""
+    run_seed, index = (int(part) for part in case.split(":"))
+    fuzzer = Fuzzer(seeds, run_seed, False, strategies=strategies)
+    try:
+        built = fuzzer.case(index)
+        where = f", {built.fs.describe()}" if built.fs else ""
+        print(
+            f"case {case}: strategy {built.strategy}, seed {built.seed} "
+            f"({fuzzer.seeds[built.seed].name}), {len(built.data):,} bytes, sha256 "
+            f"{hashlib.sha256(built.data).hexdigest()[:16]}{where}"
+        )
+        if dump is not None:
+            dump.write_bytes(built.data)
+            print(f"wrote {dump}")
+        result = fuzzer.run(index)
+    finally:
+        fuzzer.close()
+    ran = f"; then {', '.join(result.commands)}" if result.commands else ""
+    print(f"{result.outcome} {result.code} in {result.seconds:.3f} s{ran}".replace("  ", " "))
+    for finding in result.findings:
+        print(f"FINDING {finding.key}\n{finding.error.rstrip()}")
+    if result.outcome == "timeout" and not result.findings:
+        print(f"TIMEOUT {result.signature}")
+    return 0 if result.outcome in ("accepted", "rejected") and result.seconds <= SLOW_S else 1
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1571,6 +2659,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         default=DEFAULT_SEEDS_DIR,
         help="valid .epr files to mutate, after the builtin seeds",
+    )
+    parser.add_argument(
+        "--strategies",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=[],
+        metavar="A,B",
+        help=f"only these families (case ids depend on the choice); known: {', '.join(STRATEGIES)}",
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=EVAL_EVERY,
+        metavar="N",
+        help=f"run eval on every N-th accepted case (default {EVAL_EVERY}), and on every one "
+        f"of {', '.join(sorted(IMAGE_TARGETED))}",
     )
     parser.add_argument("--json", type=Path, help="write the summary here")
     parser.add_argument(
@@ -1588,7 +2691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     seeds = load_seeds(args.seeds_dir)
     if args.reproduce:
-        return reproduce(seeds, args.reproduce, args.dump)
+        return reproduce(seeds, args.reproduce, args.dump, args.strategies)
     cases = args.cases if args.cases is not None or args.seconds is not None else 2000
     summary = fuzz(
         seeds,
@@ -1598,8 +2701,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs=args.jobs,
         trace_memory=args.trace_memory,
         progress=not args.no_progress,
+        strategies=args.strategies,
+        eval_every=max(1, args.eval_every),
     )
     hint = "" if args.seeds_dir == DEFAULT_SEEDS_DIR else f"--seeds-dir {args.seeds_dir} "
+    hint += f"--strategies {','.join(args.strategies)} " if args.strategies else ""
     print(render(summary, f"python tools/fuzz_container.py {hint}"))
     if args.json:
         args.json.write_text(json.dumps(summary.as_json(), indent=2) + "\n")
