@@ -410,6 +410,16 @@ def section_invalids() -> list[Invalid]:
     mismatch.CopyFrom(graph)
     mismatch.graph.initializer[0].dims[0] = 13
 
+    opset_999 = onnx.ModelProto()
+    opset_999.CopyFrom(graph)
+    opset_999.opset_import[0].version = 999
+    ai_onnx_node = onnx.ModelProto()
+    ai_onnx_node.CopyFrom(graph)
+    ai_onnx_node.graph.node[0].domain = "ai.onnx"
+    no_output = onnx.ModelProto()
+    no_output.CopyFrom(graph)
+    del no_output.graph.output[:]
+
     def grph(model: onnx.ModelProto) -> bytes:
         return replace_section(base, b"GRPH", zstd(model.SerializeToString()))
 
@@ -432,6 +442,12 @@ def section_invalids() -> list[Invalid]:
                 "GRPH", None, grph(unknown_op)),
         Invalid("graph-shape-mismatch", "fc.weight is 13 x 16 in the graph", "graph-mismatch",
                 "GRPH", None, grph(mismatch)),
+        Invalid("graph-opset-999", "default-domain opset 999", "graph-invalid", "GRPH", None,
+                grph(opset_999)),
+        Invalid("graph-node-ai-onnx", "a node in domain ai.onnx", "graph-domain", "GRPH",
+                None, grph(ai_onnx_node)),
+        Invalid("graph-no-output", "a main graph without outputs", "graph-invalid", "GRPH",
+                None, grph(no_output)),
         Invalid("graph-text-not-utf8", "the model's producer_name ends in byte 0xff",
                 "graph-parse", "GRPH", None,
                 replace_section(base, b"GRPH", zstd(graph.SerializeToString().replace(
