@@ -64,7 +64,10 @@ def test_decode_and_eval_without_torch_match_reported_error(compressed, tmp_path
     onnx_path = tmp_path / "model.onnx"
     code = f"""
 from eprpipe.cli import main
+assert main(["validate", {str(path)!r}]) == 0
+assert main(["info", {str(path)!r}]) == 0
 assert main(["decode", {str(path)!r}, "-o", {str(onnx_path)!r}]) == 0
+assert main(["eval", {str(path)!r}, "--dataset", "digits", "--time-limit", "60"]) == 0
 from eprpipe.deploy import evaluate_file
 for source in ({str(path)!r}, {str(onnx_path)!r}):
     result, _ = evaluate_file(source, "digits", None)
