@@ -310,12 +310,17 @@ def _container(folder: Path, nodes: list[onnx.NodeProto], weights: dict[str, np.
 
 
 def _measured(args: list[str]) -> tuple[int, str, str, int]:
-    """Exit code, stdout, stderr and peak RSS (MB) of `eprpipe ARGS` in a fresh process."""
+    """Exit code, stdout, stderr and peak RSS (MB) of `eprpipe ARGS` in a fresh process.
+
+    The peak is VmHWM, the high-water mark of the process's own memory: ru_maxrss carries the
+    parent's RSS across fork and exec, so a large pytest process would inflate it.
+    """
     script = textwrap.dedent(f"""
-        import resource, sys
+        import sys
         from eprpipe.cli import main
         code = main({args!r})
-        print("maxrss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
+        print("maxrss", int(status) // 1024)
         sys.exit(code)
     """)
     done = subprocess.run(

@@ -21,7 +21,7 @@ from eprpipe.syntax import Field
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "spec" / "FORMAT.md"
 PACKAGE = ROOT / "eprpipe"
-REVISION = 5
+REVISION = 6
 
 # Calls that take an error code as a positional argument: name -> index of that argument.
 _CODE_ARGUMENTS = {"_graph_error": 1, "fail": 1, "Field": 4}

@@ -1629,8 +1629,14 @@ def time_bound(result: CaseResult) -> float:
 
 
 def peak_rss_kib() -> int:
-    """This process's peak resident set so far (KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """This process's peak resident set so far, in KiB: VmHWM on Linux, since a forked
+    worker's ru_maxrss starts at its parent's peak and would hide the worker's own growth."""
+    try:
+        with open("/proc/self/status") as status:
+            line = next(row for row in status if row.startswith("VmHWM:"))
+        return int(line.split()[1])
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 @contextlib.contextmanager
