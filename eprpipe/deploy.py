@@ -34,7 +34,7 @@ MAX_ONNX_BYTES = 2**31
 def decode_file(path: Path, limits: ReadLimits = DEFAULT_LIMITS) -> onnx.ModelProto:
     """An .epr file → a self-contained ONNX model with its weights decoded from the latents."""
     contents, _ = read_epr(path, limits=limits)
-    return build_onnx(contents, consume=True)
+    return build_onnx(contents)
 
 
 def save_onnx(model: onnx.ModelProto, path: Path, *, inputs: tuple[Path, ...] = ()) -> None:
@@ -116,7 +116,7 @@ def _model_and_shape(path: Path, limits: ReadLimits) -> tuple[onnx.ModelProto, D
         model = load_onnx(path)
         return model, declared_input_shape(model, str(path))
     contents, _ = read_epr(path, limits=limits)
-    return build_onnx(contents, consume=True), input_shape(contents.manifest)
+    return build_onnx(contents), input_shape(contents.manifest)
 
 
 def evaluate_file(

@@ -159,9 +159,7 @@ def parse_graph(graph: bytes) -> onnx.ModelProto:
     return model
 
 
-def _fill_weights(model: onnx.ModelProto, contents: EprContents, consume: bool) -> None:
-    """Fill each initializer from its record; with `consume`, drop each record's latents once
-    its weights are in the model, so the 8 bytes per element they take are not held twice."""
+def _fill_weights(model: onnx.ModelProto, contents: EprContents) -> None:
     records = {record.name: record for record in contents.tensors}
     for initializer in model.graph.initializer:
         record = records.get(initializer.name)
@@ -192,8 +190,6 @@ def _fill_weights(model: onnx.ModelProto, contents: EprContents, consume: bool) 
                 "graph-mismatch",
             )
         initializer.CopyFrom(numpy_helper.from_array(weights, initializer.name))
-        if consume:
-            record.latents = record.raw = None
 
 
 _DATA_FIELDS = (
@@ -342,17 +338,13 @@ def _check_model(model: onnx.ModelProto) -> None:
         raise _graph_error(f"ONNX checker: {message}", "graph-invalid") from None
 
 
-def build_onnx(contents: EprContents, *, consume: bool = False) -> onnx.ModelProto:
-    """Decoded container → a self-contained ONNX model (one file, no external data).
-
-    With `consume`, the records' latents and raw arrays are released as they are filled in,
-    which lowers the peak memory of a large file by a third; `contents` is then spent.
-    """
+def build_onnx(contents: EprContents) -> onnx.ModelProto:
+    """Decoded container → a self-contained ONNX model (one file, no external data)."""
     problem = check_manifest(contents.manifest)
     if problem:
         raise FormatError(f"manifest {problem}", section="META", code="bad-manifest")
     model = parse_graph(contents.graph)
-    _fill_weights(model, contents, consume)
+    _fill_weights(model, contents)
     empty = [init.name for init in model.graph.initializer if not _has_data(init)]
     if empty:
         raise _graph_error(f"graph initializers without data in TENS: {empty}", "graph-mismatch")

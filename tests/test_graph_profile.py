@@ -495,19 +495,3 @@ def test_a_model_that_computes_forever_stops_at_the_time_limit(capfd, tmp_path) 
     assert "stopped at the time limit of 1.5 s (--time-limit)" in _one_error(code, err, "eval")
     code, _, err = _eval(capfd, path, "--time-limit", "0")
     assert "--time-limit must be a positive" in _one_error(code, err, "eval")
-
-
-def test_a_consuming_build_releases_the_latents_and_builds_the_same_model() -> None:
-    """decode and validate build with consume=True: each record's latents go once its weights
-    are in the model, and the model is byte for byte the one a non-consuming build makes."""
-    from eprpipe.container import decode_container
-    from eprpipe.onnx_build import build_onnx
-
-    data = (ROOT / "spec" / "vectors" / "valid" / "conv-rdft.epr").read_bytes()
-    kept = decode_container(data)[0]
-    spent = decode_container(data)[0]
-    model = build_onnx(kept)
-    assert build_onnx(spent, consume=True).SerializeToString() == model.SerializeToString()
-    used = {init.name for init in model.graph.initializer}
-    assert all(r.latents is None and r.raw is None for r in spent.tensors if r.name in used)
-    assert all(r.latents is not None or r.raw is not None for r in kept.tensors)
