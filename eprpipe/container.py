@@ -567,18 +567,18 @@ def _read_section_table(source: ByteSource) -> _Layout:
 
     Core sections are read into memory; unknown optional ones are only checksummed, in chunks.
     """
-    magic = source.read(0, min(len(MAGIC), source.size))
+    head = source.read(0, min(HEADER.size, source.size))
+    magic = head[: len(MAGIC)]
     if magic != MAGIC[: len(magic)]:  # a short file that is not even a prefix of an .epr
         raise FormatError("not an .epr file (bad magic)", offset=0, code="bad-magic")
-    if magic == MAGIC and source.size >= 12:  # every version keeps magic and version fields
-        major, minor = struct.unpack("<HH", source.read(8, 4))
+    if magic == MAGIC and len(head) >= 12:  # every version keeps magic and version fields
+        major, minor = struct.unpack_from("<HH", head, 8)
         if major != VERSION_MAJOR:
             raise FormatError(
                 f"unsupported format version {major}.{minor} (this reader reads {VERSION_MAJOR}.x)",
                 offset=8,
                 code="unsupported-version",
             )
-    head = source.read(0, min(HEADER.size, source.size))
     header = HEADER.read(ByteReader(head))
     count, alignment = header["section_count"], header["alignment"]
     header_end = HEADER.size + count * SECTION_ENTRY.size + _CRC.size

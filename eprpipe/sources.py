@@ -50,7 +50,10 @@ class FileSource:
     def read(self, offset: int, count: int) -> bytes:
         chunks, done = [], 0
         while done < count:
-            chunk = os.pread(self._fd, count - done, offset + done)
+            try:
+                chunk = os.pread(self._fd, count - done, offset + done)
+            except OSError as err:  # e.g. EIO: an I/O error names the file, it is no traceback
+                raise EprError(f"cannot read {self.name}: {err.strerror or err}") from err
             if not chunk:  # the file shrank since it was opened
                 raise FormatError(
                     f"{self.name}: file ended at {offset + done} bytes while reading; it was "
@@ -80,7 +83,7 @@ def crc32_of(source: ByteSource, offset: int, count: int) -> int:
     return crc
 
 
-def open_regular(path: str | os.PathLike, what: str = "file") -> FileSource:
+def open_regular(path: str | os.PathLike) -> FileSource:
     """Open `path` for reading if it is a regular file; anything else is an EprError.
 
     O_NONBLOCK keeps `open()` from waiting for a FIFO's writer; the type is checked on the open
@@ -94,7 +97,7 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> FileSource:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             kind = special_kind(info.st_mode) or "not a regular file"
-            raise EprError(f"cannot read {path}: it is {kind}, not a regular {what}")
+            raise EprError(f"cannot read {path}: it is {kind}, not a regular file")
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
