@@ -122,7 +122,7 @@ def _add_read_limits(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_limits(args: argparse.Namespace):
-    from eprpipe.limits import DEFAULT_LIMITS
+    from eprpipe.format.limits import DEFAULT_LIMITS
 
     if args.elements_per_byte is None:
         return DEFAULT_LIMITS
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _training_config(args: argparse.Namespace, epochs: int, lam: float):
-    from eprpipe.train import TrainConfig
+    from eprpipe.train.loop import TrainConfig
 
     return TrainConfig(
         epochs=args.epochs if args.epochs is not None else epochs,
@@ -217,9 +217,9 @@ def _training_config(args: argparse.Namespace, epochs: int, lam: float):
 def _compress(
     args: argparse.Namespace, architecture: str, dataset: str, output: Path, epochs: int, lam: float
 ) -> int:
-    from eprpipe.api import compress_registered
-    from eprpipe.checkpoint import CheckpointPolicy
     from eprpipe.report import compress_report
+    from eprpipe.train.api import compress_registered
+    from eprpipe.train.checkpoint import CheckpointPolicy
 
     config = _training_config(args, epochs, lam)
     checkpoint = CheckpointPolicy(
@@ -242,7 +242,7 @@ def _compress(
         checkpoint=checkpoint,
         workers=args.workers,
     )
-    from eprpipe.distributed import current_world
+    from eprpipe.train.distributed import current_world
 
     if current_world().is_main:
         print(compress_report(result, architecture, dataset, config))
@@ -266,7 +266,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from eprpipe.deploy import decode_file, save_onnx
+    from eprpipe.deploy.decode import decode_file, save_onnx
 
     model = decode_file(args.file, _read_limits(args))
     save_onnx(model, args.output, inputs=(args.file,))  # refuses devices, FIFOs, the input
@@ -275,8 +275,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from eprpipe.deploy import evaluate_file
-    from eprpipe.evaluate import RunLimits
+    from eprpipe.deploy.decode import evaluate_file
+    from eprpipe.deploy.evaluate import RunLimits
 
     if not 1 <= args.max_runtime_memory <= 1 << 20:
         raise EprError("--max-runtime-memory must be from 1 to 1048576 MiB")
@@ -298,7 +298,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from eprpipe.container import read_epr
+    from eprpipe.format.container import read_epr
     from eprpipe.report import info_json, info_report
 
     contents, sizes = read_epr(args.file, limits=_read_limits(args))
@@ -311,7 +311,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """One line per valid file, one per violation; exit 1 if any file is invalid."""
-    from eprpipe.validate import Report, Violation, validate_file
+    from eprpipe.format.validate import Report, Violation, validate_file
 
     reports = []
     for path in args.files:
@@ -332,7 +332,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from eprpipe.plugins import plugin_listing
+    from eprpipe.plugins.manager import plugin_listing
 
     header = ("kind", "name", "provided by", "description")
     rows = [header] + [

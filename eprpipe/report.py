@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eprpipe.container import EprContents, RdftDecoder, ScalarDecoder, SizeBreakdown
-from eprpipe.manifest import reported_metrics, untrained_tensors
+from eprpipe.format.container import EprContents, RdftDecoder, ScalarDecoder, SizeBreakdown
+from eprpipe.format.manifest import reported_metrics, untrained_tensors
 
 
 def _decoder_name(decoder: object) -> str:

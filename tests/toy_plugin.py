@@ -17,8 +17,8 @@ _INIT = '''
 import numpy as np
 
 from eprpipe import hookimpl
-from eprpipe.datasets import DatasetSpec, ImageSplit
-from eprpipe.registry import ArchitectureSpec
+from eprpipe.data.datasets import DatasetSpec, ImageSplit
+from eprpipe.plugins.registry import ArchitectureSpec
 
 SHAPE = (1, 4, 4)
 CLASSES = ("left", "middle", "right")

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from eprpipe.api import compress_registered
-from eprpipe.augment import augment
-from eprpipe.datasets import prepare
-from eprpipe.plugins import get_architecture, get_dataset
-from eprpipe.steptime import StepTimes, time_steps
-from eprpipe.train import TensorData, TrainConfig
+from eprpipe.data.datasets import prepare
+from eprpipe.plugins.manager import get_architecture, get_dataset
+from eprpipe.train.api import compress_registered
+from eprpipe.train.augment import augment
+from eprpipe.train.loop import TensorData, TrainConfig
+from eprpipe.train.steptime import StepTimes, time_steps
 
 
 def measure_steps(architecture: str, data_dir: Path, batch_size: int, repeats: int) -> StepTimes:

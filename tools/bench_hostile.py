@@ -51,8 +51,8 @@ from make_vectors import _head, _model, _scalar_head, _weightless
 from onnx import TensorProto, helper
 from tqdm import tqdm
 
-from eprpipe.bitio import svarint, uvarint
-from eprpipe.structures import FLAG_REQUIRED, MAGIC, RDFT_BODY, VERSION_MAJOR
+from eprpipe.format.bitio import svarint, uvarint
+from eprpipe.format.structures import FLAG_REQUIRED, MAGIC, RDFT_BODY, VERSION_MAJOR
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_FILE = ROOT / "spec" / "vectors" / "valid" / "conv-rdft.epr"
@@ -357,7 +357,7 @@ def fuzz_corpus(folder: Path, count: int) -> list[tuple[str, str, Path]]:
     """Half accepted, half rejected cases of the fuzz tool's run seed 0, in case order."""
     from fuzz_container import DEFAULT_SEEDS_DIR, Seed, load_seeds, make_case
 
-    from eprpipe.validate import validate_bytes
+    from eprpipe.format.validate import validate_bytes
 
     seeds = [Seed.of(name, data) for name, data in load_seeds(DEFAULT_SEEDS_DIR)]
     wanted = {True: (count + 1) // 2, False: count // 2}

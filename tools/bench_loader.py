@@ -1,7 +1,7 @@
 """How fast image files reach training: JPEG decoding and ImageNet views, per worker count.
 
 Writes ImageNet-like JPEGs (500×375, quality 90, smooth random content, in class folders) to
-a temporary directory, then streams them through `eprpipe.loader.FileData` as training does
+a temporary directory, then streams them through `eprpipe.train.loader.FileData` as training does
 (random-resized-crop-flip to 224×224, batches of 64) with 0, 1, … N decoding worker processes,
 and through the torch-free evaluation path (resize 256, centre crop 224, decoding threads).
 Prints images per second; compare with what the training step consumes. Example:
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eprpipe.datasets import prepare_files
-from eprpipe.distributed import World
-from eprpipe.evaluate import file_batches
-from eprpipe.imagefiles import TRAIN_VIEW, class_folder_split
-from eprpipe.loader import FileData
+from eprpipe.data.datasets import prepare_files
+from eprpipe.data.imagefiles import TRAIN_VIEW, class_folder_split
+from eprpipe.deploy.evaluate import file_batches
+from eprpipe.train.distributed import World
+from eprpipe.train.loader import FileData
 
 SIZE = (375, 500)  # the most common ImageNet image size (height, width)
 CLASSES = 8

@@ -42,10 +42,10 @@ def _run_job(job: Job, data_dir: str, out_dir: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from eprpipe.api import compress_registered
-    from eprpipe.datasets import prepare
-    from eprpipe.plugins import get_architecture, get_dataset
-    from eprpipe.train import TensorData, TrainConfig, error_rate, train_plain
+    from eprpipe.data.datasets import prepare
+    from eprpipe.plugins.manager import get_architecture, get_dataset
+    from eprpipe.train.api import compress_registered
+    from eprpipe.train.loop import TensorData, TrainConfig, error_rate, train_plain
 
     started = time.perf_counter()
     config = TrainConfig(epochs=job.epochs, lam=job.lam, seed=job.seed, progress=False)

@@ -17,8 +17,8 @@ import statistics
 
 import torch
 
-from eprpipe.plugins import get_architecture
-from eprpipe.steptime import time_steps
+from eprpipe.plugins.manager import get_architecture
+from eprpipe.train.steptime import time_steps
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,8 +69,8 @@ from onnx import TensorProto, helper
 from tqdm import tqdm
 
 from eprpipe import cli
-from eprpipe.bitio import ByteReader, svarint, uvarint
-from eprpipe.container import (
+from eprpipe.format.bitio import ByteReader, svarint, uvarint
+from eprpipe.format.container import (
     EprContents,
     RdftDecoder,
     ScalarDecoder,
@@ -78,10 +78,10 @@ from eprpipe.container import (
     decode_container,
     encode_container,
 )
-from eprpipe.layout import Layout, read_latents
-from eprpipe.limits import DEFAULT_LIMITS, ReadBudget
-from eprpipe.structures import MAGIC, RAW_BODY, RDFT_BODY, RECORD_HEAD, SCALAR_BODY
-from eprpipe.validate import Report, validate_bytes
+from eprpipe.format.layout import Layout, read_latents
+from eprpipe.format.limits import DEFAULT_LIMITS, ReadBudget
+from eprpipe.format.structures import MAGIC, RAW_BODY, RDFT_BODY, RECORD_HEAD, SCALAR_BODY
+from eprpipe.format.validate import Report, validate_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SEEDS_DIR = ROOT / "spec" / "vectors" / "valid"

@@ -40,7 +40,7 @@ import sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, "tools")
 from bench_loader import write_images
-from eprpipe.api import compress_registered
+from eprpipe.train.api import compress_registered
 from eprpipe.train import TrainConfig
 
 root = Path(tempfile.mkdtemp())

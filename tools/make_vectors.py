@@ -27,9 +27,9 @@ import onnx
 import zstandard
 from onnx import TensorProto, helper
 
-from eprpipe.bitio import ByteReader, svarint, uvarint
-from eprpipe.coding import CodedGroup, GroupKind, encode_stream, stream_bytes
-from eprpipe.container import (
+from eprpipe.format.bitio import ByteReader, svarint, uvarint
+from eprpipe.format.coding import CodedGroup, GroupKind, encode_stream, stream_bytes
+from eprpipe.format.container import (
     EprContents,
     RdftDecoder,
     ScalarDecoder,
@@ -38,7 +38,7 @@ from eprpipe.container import (
     decode_weights,
     encode_container,
 )
-from eprpipe.structures import (
+from eprpipe.format.structures import (
     FLAG_REQUIRED,
     HEADER,
     MAGIC,
@@ -46,8 +46,8 @@ from eprpipe.structures import (
     SECTION_ENTRY,
     VERSION_MAJOR,
 )
-from eprpipe.tables import QTable
-from eprpipe.validate import validate_bytes
+from eprpipe.format.tables import QTable
+from eprpipe.format.validate import validate_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "spec" / "vectors"

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
-from eprpipe.atomic import write_atomically
-from eprpipe.datasets import fit
-from eprpipe.plugins import get_architecture, get_dataset
-from eprpipe.train import TensorData, TrainConfig, error_rate, train_plain
+from eprpipe.data.datasets import fit
+from eprpipe.format.atomic import write_atomically
+from eprpipe.plugins.manager import get_architecture, get_dataset
+from eprpipe.train.loop import TensorData, TrainConfig, error_rate, train_plain
 
 
 def main(argv: list[str] | None = None) -> int:

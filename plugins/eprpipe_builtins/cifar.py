@@ -1,10 +1,11 @@
 """CIFAR-10, read from the official "binary version" (a directory of .bin batches or the archive).
 
-The data directory (see `eprpipe.datasets.resolve_data_dir`) may hold ``cifar-10-batches-bin/``,
-the .bin files themselves, or ``cifar-10-binary.tar.gz``; ``--data-dir`` may also name the
-archive. The archive is read in one streaming pass straight into memory: nothing is extracted
-to disk, only the expected member names are read, links and other non-files under those names
-are refused, and every size is checked before reading, so a hostile archive ends in a DataError.
+The data directory (see `eprpipe.data.datasets.resolve_data_dir`) may hold
+``cifar-10-batches-bin/``, the .bin files themselves, or ``cifar-10-binary.tar.gz``;
+``--data-dir`` may also name the archive. The archive is read in one streaming pass straight
+into memory: nothing is extracted to disk, only the expected member names are read, links and
+other non-files under those names are refused, and every size is checked before reading, so a
+hostile archive ends in a DataError.
 Downloading is opt-in (EPRPIPE_DOWNLOAD=1), checked against the official md5 and written
 atomically; archives and directories a user puts in place are not checksummed (the shared copy
 has a shortened test batch, so its checksum differs from the official one).
@@ -22,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from eprpipe import hookimpl
-from eprpipe.atomic import write_atomically
-from eprpipe.datasets import DatasetSpec, ImageSplit, Split, resolve_data_dir
+from eprpipe.data.datasets import DatasetSpec, ImageSplit, Split, resolve_data_dir
 from eprpipe.errors import DataError, EprError
+from eprpipe.format.atomic import write_atomically
 
 from .download import downloads_enabled, fetch_verified
 

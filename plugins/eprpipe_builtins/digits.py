@@ -1,7 +1,7 @@
 """scikit-learn's bundled 8x8 digits: a real dataset that needs no download, for tests and demos.
 
 1,797 images, values 0..16 scaled to [0, 1], split 1,437 train / 360 test by a seeded
-permutation. `eprpipe.datasets.prepare` resizes them to an architecture's input (e.g. 28x28).
+permutation. `eprpipe.data.datasets.prepare` resizes them to an architecture's input (e.g. 28x28).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from eprpipe import hookimpl
-from eprpipe.datasets import DatasetSpec, ImageSplit, Split
+from eprpipe.data.datasets import DatasetSpec, ImageSplit, Split
 
 TRAIN_SIZE = 1437
 SEED = 0

@@ -1,6 +1,6 @@
 """MNIST and Fashion-MNIST, read from the four IDX files both datasets ship as.
 
-Files are looked for in the data directory (see `eprpipe.datasets.resolve_data_dir`), gzipped
+Files are looked for in the data directory (see `eprpipe.data.datasets.resolve_data_dir`), gzipped
 or not. Downloading is opt-in (EPRPIPE_DOWNLOAD=1) so that tests and offline machines never
 wait on the network; downloads are checked against the published md5 sums and written
 atomically. Files a user puts in place are not checksummed (Debian re-compresses Fashion-MNIST),
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from eprpipe import hookimpl
-from eprpipe.atomic import write_atomically
-from eprpipe.datasets import DatasetSpec, ImageSplit, Split, resolve_data_dir
+from eprpipe.data.datasets import DatasetSpec, ImageSplit, Split, resolve_data_dir
 from eprpipe.errors import DataError
+from eprpipe.format.atomic import write_atomically
 
 from .download import downloads_enabled, fetch_verified
 from .idx import read_idx

@@ -1,8 +1,8 @@
 """ImageNet (ILSVRC-2012), read from class folders on disk: ``train/<wnid>/`` and ``val/<wnid>/``.
 
-The data directory (see `eprpipe.datasets.resolve_data_dir`) must hold the usual layout, with
+The data directory (see `eprpipe.data.datasets.resolve_data_dir`) must hold the usual layout, with
 the validation images sorted into class folders as the train images are. The 1.28 M training
-images stay on disk and are decoded a batch at a time (`eprpipe.imagefiles`). There is no
+images stay on disk and are decoded a batch at a time (`eprpipe.data.imagefiles`). There is no
 download: ImageNet's licence requires registration at image-net.org.
 
 No torch here: evaluating decoded models loads test data through this module.
@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from eprpipe import hookimpl
-from eprpipe.datasets import DatasetSpec, ImageFiles, Split, resolve_data_dir
+from eprpipe.data.datasets import DatasetSpec, ImageFiles, Split, resolve_data_dir
+from eprpipe.data.imagefiles import TRAIN_VIEW, class_folder_split, find_classes
 from eprpipe.errors import DataError
-from eprpipe.imagefiles import TRAIN_VIEW, class_folder_split, find_classes
 
 NAME = "imagenet"
 IMAGE_SHAPE = (3, 224, 224)

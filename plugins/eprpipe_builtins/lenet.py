@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from eprpipe import hookimpl
-from eprpipe.registry import ArchitectureSpec
+from eprpipe.plugins.registry import ArchitectureSpec
 
 
 @hookimpl

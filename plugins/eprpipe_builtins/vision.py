@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import partial
 
 from eprpipe import hookimpl
-from eprpipe.registry import ArchitectureSpec
+from eprpipe.plugins.registry import ArchitectureSpec
 
 CIFAR_INPUT = (3, 32, 32)
 IMAGENET_INPUT = (3, 224, 224)

@@ -1,0 +1,139 @@
+"""The deployment path: .epr → ONNX → onnxruntime, with numpy, onnx and onnxruntime only.
+
+Nothing here may import torch; tests/test_torch_free.py runs it with torch made unimportable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+
+from eprpipe.data.datasets import Shape3
+from eprpipe.deploy.evaluate import (
+    DEFAULT_RUN_LIMITS,
+    EvalResult,
+    RunLimits,
+    classifier,
+    evaluate_loaded,
+    images_per_batch,
+)
+from eprpipe.errors import EprError, FormatError
+from eprpipe.format.atomic import write_atomically
+from eprpipe.format.container import read_epr
+from eprpipe.format.graph import build_onnx, parse_graph
+from eprpipe.format.limits import DEFAULT_LIMITS, ReadLimits
+from eprpipe.format.manifest import check_manifest, input_shape
+from eprpipe.format.sources import open_regular
+from eprpipe.plugins.manager import get_dataset
+
+MAX_ONNX_BYTES = 2**31
+
+
+def decode_file(path: Path, limits: ReadLimits = DEFAULT_LIMITS) -> onnx.ModelProto:
+    """An .epr file → a self-contained ONNX model with its weights decoded from the latents."""
+    contents, _ = read_epr(path, limits=limits)
+    return build_onnx(contents)
+
+
+def save_onnx(model: onnx.ModelProto, path: Path, *, inputs: tuple[Path, ...] = ()) -> None:
+    """Write the model as one file, atomically."""
+    write_atomically(path, model.SerializeToString(), inputs=inputs)
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    """Read an ONNX file without letting onnx follow external-data references.
+
+    Only a regular file is read, and no further than the size it had when opened: a FIFO
+    would block and /dev/zero would never end.
+    """
+    path = Path(path)
+    with open_regular(path) as source:
+        if source.size > MAX_ONNX_BYTES:
+            raise EprError(
+                f"{path}: {source.size:,} bytes is larger than the {MAX_ONNX_BYTES:,} allowed"
+            )
+        try:
+            data = source.read(0, source.size)
+        except FormatError as error:  # it shrank while read: not an .epr defect with a code
+            raise EprError(str(error)) from None
+    try:
+        return parse_graph(data)
+    except FormatError as error:
+        raise EprError(f"{path}: {error}") from None
+
+
+Declared = tuple[int | None, ...] | None  # a manifest's input.shape, batch entry first
+
+
+def declared_input_shape(model: onnx.ModelProto, source: str) -> Declared:
+    """input.shape from an ONNX file's `eprpipe.input` metadata, or None if it has none.
+
+    Nothing checked this metadata when the file was read, so it gets the manifest's checks.
+    """
+    text = next((e.value for e in model.metadata_props if e.key == "eprpipe.input"), None)
+    if text is None:
+        return None
+    try:
+        spec = json.loads(text)
+    except (ValueError, RecursionError):
+        raise EprError(f"{source}: metadata eprpipe.input is not JSON") from None
+    problem = check_manifest({"input": spec})
+    if problem:
+        raise EprError(f"{source}: metadata eprpipe.{problem}")
+    return input_shape({"input": spec})
+
+
+def image_shape(model: onnx.ModelProto, declared: Declared, source: str) -> Shape3:
+    """(C, H, W) to feed: the declared shape, else the graph input's fixed dims; either must
+    agree with the graph, and one image must fit an evaluation batch."""
+    dims = classifier(model, source).dims
+    if declared is not None and len(declared) != 4:
+        raise EprError(
+            f"{source} is not an image classifier: its input shape has {len(declared)} "
+            "entries, not [batch, channels, height, width]"
+        )
+    if declared is not None and dims is not None:
+        clash = [i for i in range(1, 4) if dims[i] is not None and dims[i] != declared[i]]
+        if clash:
+            raise EprError(
+                f"{source}: the graph input's dims {list(dims[1:])} differ from the declared "
+                f"input shape {list(declared[1:])}"
+            )
+    shape = declared[1:] if declared is not None else dims[1:] if dims is not None else ()
+    if len(shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in shape):
+        raise EprError(f"{source}: cannot tell the (C, H, W) input shape the model takes")
+    images_per_batch(shape)
+    return shape
+
+
+def _model_and_shape(path: Path, limits: ReadLimits) -> tuple[onnx.ModelProto, Declared]:
+    """The runnable model and the input shape its file declares (None: the file has none)."""
+    if path.suffix == ".onnx":
+        model = load_onnx(path)
+        return model, declared_input_shape(model, str(path))
+    contents, _ = read_epr(path, limits=limits)
+    return build_onnx(contents), input_shape(contents.manifest)
+
+
+def evaluate_file(
+    path: Path,
+    dataset: str,
+    data_dir: Path | None,
+    limits: ReadLimits = DEFAULT_LIMITS,
+    progress: bool = False,
+    *,
+    run_limits: RunLimits = DEFAULT_RUN_LIMITS,
+) -> tuple[EvalResult, str]:
+    """Test error of an .epr file or ONNX model on a registered dataset's test split (with a
+    progress bar on stderr, if asked for, once the evaluation lasts), onnxruntime held to
+    `run_limits` (memory for its tensors, wall time)."""
+    path = Path(path)
+    model, declared = _model_and_shape(path, limits)
+    shape = image_shape(model, declared, str(path))
+    split = get_dataset(dataset).load("test", data_dir)
+    result = evaluate_loaded(
+        model, split, shape, progress=progress, source=str(path), limits=run_limits
+    )
+    return result, "test images"

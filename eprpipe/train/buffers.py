@@ -1,0 +1,96 @@
+"""Float tensors EPR does not train (BatchNorm running statistics): stored as small as they can be.
+
+Running means and variances are not parameters, so they get no latents during training; stored
+verbatim they cost 32 bits each, a visible share of a compressed ResNet. After training they
+are quantized on a grid of `2^bits` steps of their tensor's range and coded like any scalar
+record (step · integer). The coarsest grid is chosen at which the decoded model's predictions
+on held-out examples stay those of the exact values (at most MAX_CHANGED of them may differ),
+and only if it is smaller than the verbatim bytes: the same model, fewer bytes, measured.
+Predictions, not error counts: on a resnet20 two grids with equal held-out error differed in
+14 of 1,000 predictions and by 0.4 points of test error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from eprpipe.format import container
+from eprpipe.format.paramdecode import as_float16
+
+BIT_DEPTHS = (6, 8, 10, 12, 14)  # tried coarsest first
+MIN_ELEMENTS = 4  # below this the table costs more than the raw bytes save
+MAX_CHANGED = 0.002  # share of held-out predictions a grid may change
+
+
+@dataclass(frozen=True)
+class BufferChoice:
+    """What `compact_buffers` chose, for reports: bits (None = verbatim) and bytes both ways."""
+
+    bits: int | None
+    raw_bytes: int
+    coded_bytes: int
+    changed: int  # held-out predictions that differ from those with the exact values
+    examples: int
+
+
+def quantize(record: container.TensorRecord, bits: int) -> container.TensorRecord | None:
+    """`record` (float32, verbatim) as a scalar coded record on a 2^bits grid of its range.
+
+    None when the grid step is not a normal float16 (a zero tensor, or an extreme range).
+    """
+    values = record.raw.astype(np.float64)
+    largest = float(np.abs(values).max(initial=0.0))
+    if largest == 0.0 or not math.isfinite(largest):
+        return None
+    step = 2.0 ** (math.floor(math.log2(largest)) + 1 - bits)  # |latent| < 2^bits
+    if not 2.0**-14 <= step <= 2.0**15:
+        return None
+    latents = np.rint(values / step).astype(np.int64)
+    decoder = container.ScalarDecoder(step=float(as_float16(step, f"{record.name}: step")))
+    return container.TensorRecord(record.name, record.shape, "float32", decoder, latents, None)
+
+
+def _candidates(records: list[container.TensorRecord]) -> list[int]:
+    return [
+        index
+        for index, record in enumerate(records)
+        if record.decoder is None and record.dtype == "float32" and record.raw.size >= MIN_ELEMENTS
+    ]
+
+
+def compact_buffers(
+    records: list[container.TensorRecord],
+    predictions: Callable[[list[container.TensorRecord]], np.ndarray],
+) -> tuple[list[container.TensorRecord], BufferChoice]:
+    """Quantize the verbatim float32 records on the coarsest grid that keeps the predictions.
+
+    `predictions(records)` is the decoded model's predicted class for each held-out example
+    with those records; one bit depth is chosen for all buffers together.
+    """
+    chosen = _candidates(records)
+    raw_bytes = sum(4 * records[i].raw.size for i in chosen)
+    if not chosen:
+        return records, BufferChoice(None, 0, 0, 0, 0)
+    exact = predictions(records)
+    allowed = int(MAX_CHANGED * len(exact))
+    for bits in BIT_DEPTHS:
+        trial = list(records)
+        for index in chosen:
+            trial[index] = quantize(records[index], bits) or records[index]
+        coded = _payload_bytes([trial[i] for i in chosen])
+        if coded >= raw_bytes:
+            break  # finer grids only cost more
+        changed = int((predictions(trial) != exact).sum())
+        if changed <= allowed:
+            return trial, BufferChoice(bits, raw_bytes, coded, changed, len(exact))
+    return records, BufferChoice(None, raw_bytes, raw_bytes, 0, len(exact))
+
+
+def _payload_bytes(records: list[container.TensorRecord]) -> int:
+    """What `records` add to a file's parameter payload, coded as the writer codes them."""
+    _, sizes = container.encode_container(container.EprContents({}, b"", records))
+    return sizes.payload_bytes

@@ -1,0 +1,163 @@
+"""The command line: a third-party plugin compresses end to end; bad input fails cleanly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cli_runner import run_eprpipe
+from toy_plugin import write_toy_plugin
+
+from eprpipe.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def toy_epr(tmp_path_factory) -> tuple[Path, Path]:
+    """The toy plugin, installed as a distribution on a path, compressed through the CLI."""
+    base = tmp_path_factory.mktemp("toy")
+    site = write_toy_plugin(base / "site")
+    out = base / "toy.epr"
+    done = run_eprpipe(
+        [
+            "compress",
+            "toy-mlp",
+            "--dataset",
+            "toy-blobs",
+            "--epochs",
+            "8",
+            "--lambda",
+            "0.1",
+            "--batch-size",
+            "32",
+            "--eval-every",
+            "3",
+            "-o",
+            str(out),
+            "--quiet",
+        ],
+        site,
+    )
+    assert done.returncode == 0, done.stderr
+    return out, site
+
+
+def test_third_party_architecture_compresses_and_decodes(toy_epr, tmp_path):
+    out, site = toy_epr
+    listing = run_eprpipe(["plugins"], site)
+    assert "toy-mlp" in listing.stdout and "eprpipe_toy" in listing.stdout
+    evaluated = run_eprpipe(["eval", str(out), "--dataset", "toy-blobs"], site)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "test error" in evaluated.stdout
+
+
+def _one_line_error(capsys, code: int, *needles: str) -> None:
+    captured = capsys.readouterr()
+    assert code == 1
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_unknown_architecture(capsys, tmp_path):
+    code = main(["compress", "lenet-9000", "--dataset", "digits", "-o", str(tmp_path / "x.epr")])
+    _one_line_error(capsys, code, "unknown architecture", "lenet-300-100")
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_dataset(capsys, tmp_path):
+    code = main(
+        ["compress", "lenet5-caffe", "--dataset", "imagenet-9k", "-o", str(tmp_path / "x.epr")]
+    )
+    _one_line_error(capsys, code, "unknown dataset", "mnist")
+
+
+def test_missing_data_files(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("EPRPIPE_DOWNLOAD", raising=False)
+    empty = tmp_path / "nothing-here"
+    empty.mkdir()
+    code = main(
+        [
+            "compress",
+            "lenet5-caffe",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(empty),
+            "-o",
+            str(tmp_path / "x.epr"),
+        ]
+    )
+    _one_line_error(capsys, code, "train-images-idx3-ubyte.gz", str(empty))
+    assert not (tmp_path / "x.epr").exists()
+
+
+def test_unwritable_output_fails_before_training(capsys, tmp_path):
+    code = main(
+        [
+            "compress",
+            "lenet-300-100",
+            "--dataset",
+            "digits",
+            "-o",
+            str(tmp_path / "no" / "such" / "dir" / "x.epr"),
+        ]
+    )
+    _one_line_error(capsys, code, "does not exist")
+
+
+def test_a_negative_eval_every_fails_before_training(capsys, tmp_path):
+    out = tmp_path / "x.epr"
+    args = ["compress", "lenet-300-100", "--dataset", "digits", "--eval-every", "-1"]
+    code = main([*args, "-o", str(out)])
+    _one_line_error(capsys, code, "eval_every must be ≥ 0")
+    assert not out.exists()
+
+
+def test_not_an_epr_file(capsys, tmp_path):
+    bogus = tmp_path / "model.epr"
+    bogus.write_bytes(b"PK\x03\x04 this is a zip file, not an .epr")
+    for command in (["info", str(bogus)], ["decode", str(bogus), "-o", str(tmp_path / "m.onnx")]):
+        _one_line_error(capsys, main(command), str(bogus))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_truncated_and_corrupted_files(capsys, toy_epr, tmp_path):
+    out, _ = toy_epr
+    data = out.read_bytes()
+    truncated = tmp_path / "truncated.epr"
+    truncated.write_bytes(data[: len(data) // 2])
+    _one_line_error(capsys, main(["info", str(truncated)]), str(truncated))
+    corrupted = tmp_path / "corrupted.epr"
+    flipped = bytearray(data)
+    flipped[-5] ^= 0x10
+    corrupted.write_bytes(bytes(flipped))
+    _one_line_error(
+        capsys, main(["decode", str(corrupted), "-o", str(tmp_path / "m.onnx")]), "checksum"
+    )
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_missing_input_file(capsys, tmp_path):
+    _one_line_error(capsys, main(["info", str(tmp_path / "absent.epr")]), "absent.epr")
+
+
+def test_decode_to_unwritable_place_keeps_nothing(capsys, toy_epr, tmp_path):
+    out, _ = toy_epr
+    code = main(["decode", str(out), "-o", str(tmp_path / "missing-dir" / "m.onnx")])
+    _one_line_error(capsys, code, "cannot write", "missing-dir")
+    assert not (tmp_path / "missing-dir").exists()
+
+
+def test_demo_runs_the_embedded_default(capsys, tmp_path):
+    out = tmp_path / "demo.epr"
+    assert main(["demo", "--epochs", "1", "--no-baseline", "--quiet", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "lenet5-caffe on digits" in printed and "decoded ONNX model" in printed
+    assert out.exists()
+
+
+def test_compress_without_an_output_is_an_error(capsys):
+    _one_line_error(capsys, main(["compress", "lenet5-caffe", "--dataset", "digits"]), "-o")
