@@ -32,7 +32,6 @@ import math
 import os
 import select
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
@@ -46,13 +45,18 @@ from typing import NamedTuple
 
 import numpy as np
 import onnx
-import zstandard
-from make_vectors import _head, _model, _scalar_head, _weightless
 from onnx import TensorProto, helper
 from tqdm import tqdm
 
-from eprpipe.format.bitio import svarint, uvarint
-from eprpipe.format.structures import FLAG_REQUIRED, MAGIC, RDFT_BODY, VERSION_MAJOR
+from eprpipe.format.bitio import uvarint
+from eprpipe.format.container import section_table
+from eprpipe.format.structures import FLAG_REQUIRED
+from eprpipe.format.testing.fuzz_cases import make_case
+from eprpipe.format.testing.fuzz_seeds import FRAME_LEVEL, Seed, load_seeds
+from eprpipe.format.testing.graphs import model_bytes, value_info, weightless
+from eprpipe.format.testing.records import constant_record, raw_record
+from eprpipe.format.testing.sections import canonical_json, zstd
+from eprpipe.format.validate import validate_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_FILE = ROOT / "spec" / "vectors" / "valid" / "conv-rdft.epr"
@@ -97,19 +101,12 @@ def zeros_crc(length: int, chunk: int = 16 * MIB) -> int:
     return crc
 
 
-def header(parts: Sequence[Part], alignment: int) -> bytes:
-    """Header, section table and header CRC, as section 3 lays them out."""
-    out = MAGIC + struct.pack("<HHHBB", VERSION_MAJOR, 0, len(parts), alignment, 0)
-    for part in parts:
-        out += struct.pack("<4sIII", part.tag, part.flags, part.length, part.crc())
-    return out + struct.pack("<I", zlib.crc32(out))
-
-
 def write_container(path: Path, parts: Sequence[Part], alignment: int = 0) -> Path:
     """The file, with zero padding to `alignment`; zero bodies become holes (sparse files)."""
     step = 1 << alignment
     with open(path, "wb") as handle:
-        handle.write(header(parts, alignment))
+        entries = [(part.tag, part.flags, part.length, part.crc()) for part in parts]
+        handle.write(section_table(entries, alignment=alignment))
         end = handle.tell()
         for part in parts:
             handle.write(bytes(-end % step))
@@ -122,22 +119,21 @@ def write_container(path: Path, parts: Sequence[Part], alignment: int = 0) -> Pa
     return path
 
 
-def zstd(content: bytes) -> bytes:
+def fast_zstd(content: bytes) -> bytes:
     """A frame declaring its size; level 3, so 200 MB compress in a second."""
-    return zstandard.ZstdCompressor(level=3, write_content_size=True).compress(content)
+    return zstd(content, FRAME_LEVEL)
 
 
 def manifest(value: dict) -> bytes:
     """The canonical manifest text (spec 4.1), compressed."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return zstd(text.encode())
+    return fast_zstd(canonical_json(value))
 
 
 def core_parts(meta: dict, graph: bytes, records: Sequence[bytes]) -> list[Part]:
     tens = uvarint(len(records)) + b"".join(records)
     return [
         Part(b"META", FLAG_REQUIRED, manifest(meta)),
-        Part(b"GRPH", FLAG_REQUIRED, zstd(graph)),
+        Part(b"GRPH", FLAG_REQUIRED, fast_zstd(graph)),
         Part(b"TENS", FLAG_REQUIRED, tens),
     ]
 
@@ -146,19 +142,17 @@ def core_parts(meta: dict, graph: bytes, records: Sequence[bytes]) -> list[Part]
 
 
 def raw_float(name: str, values: np.ndarray) -> bytes:
-    return _head(name.encode(), 0, values.shape) + b"\x01" + values.astype("<f4").tobytes()
+    return raw_record(name.encode(), values.astype(np.float32))
 
 
 def scalar_constant(name: str, dims: tuple[int, ...]) -> bytes:
     """A scalar record whose latents are one CONSTANT group of 1: two bytes for any size."""
-    return _scalar_head(name.encode(), dims) + b"\x00" + svarint(1)
+    return constant_record(name.encode(), dims, 1)
 
 
 def rdft_constant(name: str, dims: tuple[int, int, int, int]) -> bytes:
     """An rdft record (kh * kw f16 steps, layout 0) whose latents are one CONSTANT group."""
-    steps = np.full(dims[2] * dims[3], 0.0625, np.float16)
-    body = RDFT_BODY.write({"steps": steps, "layout": 0}, {"dims": dims, "kind": 2})
-    return _head(name.encode(), 2, dims) + body + b"\x00" + svarint(1)
+    return constant_record(name.encode(), dims, 1, rdft=True)
 
 
 def classifier_records() -> list[bytes]:
@@ -179,20 +173,20 @@ def classifier_graph(
             *nodes,
         ],
         "classifier",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10]), *outputs],
-        initializer=[_weightless("fc.weight", (10, 64)), _weightless("fc.bias", (10,)),
+        [value_info("x", ["n", 1, 8, 8])],
+        [value_info("logits", ["n", 10]), *outputs],
+        initializer=[weightless("fc.weight", (10, 64)), weightless("fc.bias", (10,)),
                      *initializers],
     )  # fmt: skip
-    return _model(graph)
+    return model_bytes(graph)
 
 
 def with_big_output(name: str, dims: tuple[int, ...]) -> bytes:
     """The classifier with a data-less initializer `name` copied to a second output."""
     return classifier_graph(
         [helper.make_node("Identity", [name], ["extra"])],
-        [helper.make_tensor_value_info("extra", TensorProto.FLOAT, list(dims))],
-        [_weightless(name, dims)],
+        [value_info("extra", list(dims))],
+        [weightless(name, dims)],
     )
 
 
@@ -240,7 +234,7 @@ def paid_constant(path: Path, dims: tuple[int, int] = BIG_CONSTANT) -> Path:
     """The valid worst case the limits allow: a CONSTANT tensor the graph uses, paid for with
     raw bytes in TENS (numel / 512 of them), so every command decodes all of it."""
     paid = np.random.default_rng(0).integers(0, 256, math.prod(dims) // 512, dtype=np.uint8)
-    raw = _head(b"paid", 0, paid.shape) + bytes([7]) + paid.tobytes()
+    raw = raw_record(b"paid", paid)
     records = [*classifier_records(), scalar_constant("w", dims), raw]
     return write_container(path, core_parts(CLASSIFIER_META, with_big_output("w", dims), records))
 
@@ -251,7 +245,7 @@ def paid_constant_small(path: Path) -> Path:
 
 def many_records(path: Path, count: int = 600_000) -> Path:
     """600,000 raw uint8 records of one element each, besides the classifier's two."""
-    tiny = [_head(f"r{index}".encode(), 0, (1,)) + b"\x07\x01" for index in range(count)]
+    tiny = [raw_record(f"r{index}".encode(), np.ones(1, np.uint8)) for index in range(count)]
     records = [*classifier_records(), *tiny]
     return write_container(path, core_parts(CLASSIFIER_META, classifier_graph(), records))
 
@@ -262,9 +256,9 @@ def graph_constant(path: Path, size: int = 200 * MIB, noise: int = 826_000) -> P
     value = TensorProto(name="c", data_type=TensorProto.FLOAT, dims=[size // 4], raw_data=data)
     graph = classifier_graph(
         [helper.make_node("Constant", [], ["extra"], value=value)],
-        [helper.make_tensor_value_info("extra", TensorProto.FLOAT, [size // 4])],
+        [value_info("extra", [size // 4])],
     )
-    frame = zstd(graph)
+    frame = fast_zstd(graph)
     if 256 * len(frame) < len(graph):
         raise RuntimeError(f"graph frame of {len(frame):,} B cannot inflate to {len(graph):,} B")
     meta, _, tens = core_parts(CLASSIFIER_META, b"", classifier_records())
@@ -280,13 +274,13 @@ def input_shape(path: Path) -> Path:
             helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], transB=1),
         ],
         "any-size",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, "h", "w"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
-        initializer=[_weightless("fc.weight", (10, 1)), _weightless("fc.bias", (10,))],
+        [value_info("x", ["n", 1, "h", "w"])],
+        [value_info("logits", ["n", 10])],
+        initializer=[weightless("fc.weight", (10, 1)), weightless("fc.bias", (10,))],
     )
     records = [raw_float("fc.weight", np.ones((10, 1))), raw_float("fc.bias", np.zeros(10))]
     meta = {"architecture": "hostile", "input": {"name": "x", "shape": [None, 1, 100000, 100000]}}
-    return write_container(path, core_parts(meta, _model(graph), records))
+    return write_container(path, core_parts(meta, model_bytes(graph), records))
 
 
 def constant_of_shape(path: Path) -> Path:
@@ -298,7 +292,7 @@ def constant_of_shape(path: Path) -> Path:
             helper.make_node("ConstantOfShape", ["big_shape"], ["big"]),
             helper.make_node("ReduceSum", ["big"], ["extra"], keepdims=0),
         ],
-        [helper.make_tensor_value_info("extra", TensorProto.FLOAT, [])],
+        [value_info("extra", [])],
     )
     return write_container(path, core_parts(CLASSIFIER_META, graph, classifier_records()))
 
@@ -355,11 +349,7 @@ CASES = (
 
 def fuzz_corpus(folder: Path, count: int) -> list[tuple[str, str, Path]]:
     """Half accepted, half rejected cases of the fuzz tool's run seed 0, in case order."""
-    from fuzz_container import DEFAULT_SEEDS_DIR, Seed, load_seeds, make_case
-
-    from eprpipe.format.validate import validate_bytes
-
-    seeds = [Seed.of(name, data) for name, data in load_seeds(DEFAULT_SEEDS_DIR)]
+    seeds = [Seed.of(name, data) for name, data in load_seeds(BASELINE_FILE.parent, ROOT)]
     wanted = {True: (count + 1) // 2, False: count // 2}
     found: list[tuple[str, str, Path]] = []
     for index in range(100 * count):

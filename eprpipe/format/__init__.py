@@ -5,4 +5,5 @@ parameter-decoder arithmetic, container read and write, filling and checking the
 validation. This wing may import only numpy, constriction, zstandard, onnx, the standard library
 and `eprpipe.errors`: never torch, onnxruntime, PIL, pluggy or another eprpipe wing, so that a
 second implementation can be checked against it line by line (contracts in pyproject.toml).
+`eprpipe.format.testing` builds files for testing readers: golden vectors, fuzz cases, surgery.
 """

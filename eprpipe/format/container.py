@@ -14,9 +14,10 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TypeVar
 
 import numpy as np
 import zstandard
@@ -46,8 +47,10 @@ from eprpipe.format.structures import (
     VERSION_MINOR,
     rdft_shape_problem,
 )
+from eprpipe.format.syntax import Structure
 
 TAG_META, TAG_GRAPH, TAG_TENSORS = b"META", b"GRPH", b"TENS"
+_T = TypeVar("_T")
 _CORE_TAGS = frozenset({TAG_META, TAG_GRAPH, TAG_TENSORS})
 _CRC = struct.Struct("<I")
 ZSTD_LEVEL = 19
@@ -63,14 +66,14 @@ class RecordKind(IntEnum):
 
 
 @dataclass(frozen=True)
-class ScalarDecoder:
+class ScalarDecoderParams:
     """theta = step * latent."""
 
     step: float  # exactly representable as IEEE float16
 
 
 @dataclass(frozen=True)
-class RdftDecoder:
+class RdftDecoderParams:
     """theta = inverse orthonormal real 2-D DFT of (steps * latent)."""
 
     steps: np.ndarray  # (kh, kw), float16
@@ -81,7 +84,7 @@ class TensorRecord:
     name: str
     shape: tuple[int, ...]
     dtype: str  # numpy dtype name of the decoded tensor; "float32" for coded tensors
-    decoder: ScalarDecoder | RdftDecoder | None  # None: raw tensor stored verbatim
+    decoder: ScalarDecoderParams | RdftDecoderParams | None  # None: raw tensor stored verbatim
     latents: np.ndarray | None  # int64, shape `shape`, coded tensors only
     raw: np.ndarray | None  # decoder None only
 
@@ -176,8 +179,11 @@ def _record_head(record: TensorRecord, kind: RecordKind) -> bytes:
         raise EprError(f"tensor {record.name!r}: {err}") from err
 
 
-def _check_record(record: TensorRecord) -> None:
-    """Writer-side checks of the in-memory record; RECORD_HEAD and the bodies check the rest."""
+def _check_record(record: TensorRecord) -> np.ndarray:
+    """Writer-side checks of the in-memory record; RECORD_HEAD and the bodies check the rest.
+
+    Returns the checked array: the raw tensor, or the latents of a coded one.
+    """
     shape = tuple(record.shape)
     if len(shape) > MAX_NDIM or not all(isinstance(d, int | np.integer) and d >= 0 for d in shape):
         raise EprError(f"{record.name}: shape {shape} needs at most {MAX_NDIM} non-negative dims")
@@ -190,7 +196,7 @@ def _check_record(record: TensorRecord) -> None:
             raise EprError(f"{record.name}: raw must be an array of shape {shape}")
         if record.raw.dtype.name != record.dtype:
             raise EprError(f"{record.name}: raw dtype {record.raw.dtype} is not {record.dtype}")
-        return
+        return record.raw
     if record.dtype != "float32":
         raise EprError(f"{record.name}: coded tensors decode to float32, not {record.dtype}")
     if record.raw is not None:
@@ -200,29 +206,31 @@ def _check_record(record: TensorRecord) -> None:
         raise EprError(f"{record.name}: latents must be an array of shape {shape}")
     if not np.issubdtype(latents.dtype, np.integer):
         raise EprError(f"{record.name}: latents must be integers, got {latents.dtype}")
-    if isinstance(record.decoder, RdftDecoder):
+    if isinstance(record.decoder, RdftDecoderParams):
         if problem := rdft_shape_problem(shape):
             raise EprError(f"{record.name}: {problem}")
         if np.shape(record.decoder.steps) != shape[2:]:
             raise EprError(f"{record.name}: rdft steps must have shape {shape[2:]}")
-    elif not isinstance(record.decoder, ScalarDecoder):
+    elif not isinstance(record.decoder, ScalarDecoderParams):
         raise EprError(f"{record.name}: unknown decoder {type(record.decoder).__name__}")
+    return latents
 
 
 def _encode_record(record: TensorRecord) -> tuple[bytes, TensorSize]:
-    _check_record(record)
+    array = _check_record(record)
     if record.decoder is None:
         head = _record_head(record, RecordKind.RAW)
-        data = record.raw.astype(record.raw.dtype.newbyteorder("<")).tobytes()
+        data = array.astype(array.dtype.newbyteorder("<")).tobytes()
         context = {"dims": record.shape, "kind": int(RecordKind.RAW)}
         body = RAW_BODY.write({"dtype": _RAW_CODES[record.dtype], "data": data}, context)
         framing = len(head) + len(body) - len(data)
         return head + body, _tensor_size(record.name, framing, 0, None, raw=len(data))
-    rdft = isinstance(record.decoder, RdftDecoder)
+    decoder = record.decoder
+    rdft = isinstance(decoder, RdftDecoderParams)
     kind = RecordKind.RDFT if rdft else RecordKind.SCALAR
-    steps = np.asarray(record.decoder.steps if rdft else record.decoder.step).reshape(-1)
-    steps = np.array([as_float16(v, f"{record.name}: step") for v in steps.tolist()])
-    coded = encode_latents(record.latents, rdft)
+    steps = np.asarray(decoder.steps if isinstance(decoder, RdftDecoderParams) else decoder.step)
+    steps = np.array([as_float16(v, f"{record.name}: step") for v in steps.reshape(-1).tolist()])
+    coded = encode_latents(array, rdft)
     head = _record_head(record, kind)
     context = {"dims": record.shape, "kind": int(kind)}
     if rdft:
@@ -236,7 +244,7 @@ def _encode_record(record: TensorRecord) -> tuple[bytes, TensorSize]:
 def _kind_of(record: TensorRecord) -> RecordKind:
     if record.decoder is None:
         return RecordKind.RAW
-    return RecordKind.RDFT if isinstance(record.decoder, RdftDecoder) else RecordKind.SCALAR
+    return RecordKind.RDFT if isinstance(record.decoder, RdftDecoderParams) else RecordKind.SCALAR
 
 
 def _decode_passes(kind: int, shape: tuple[int, ...]) -> int:
@@ -282,7 +290,11 @@ def _read_record(
     steps = np.atleast_1d(body["steps"] if rdft else body["step"]).astype(np.float16)
     framing = head_end - start  # the layout byte counts with the groups' framing
     coded, latents = read_latents(reader, shape, rdft, name, Layout(body["layout"]), budget)
-    decoder = RdftDecoder(steps.reshape(shape[2:])) if rdft else ScalarDecoder(float(steps[0]))
+    decoder = (
+        RdftDecoderParams(steps.reshape(shape[2:]))
+        if rdft
+        else ScalarDecoderParams(float(steps[0]))
+    )
     record = TensorRecord(name, shape, "float32", decoder, latents, None)
     return record, _tensor_size(name, framing, 2 * steps.size, coded)
 
@@ -307,7 +319,7 @@ def _zstd_frame_length(frame: bytes, fail: Callable[..., FormatError]) -> int:
 
 def _unzstd(part: _Section, limit: int, window: int) -> bytes:
     """Inflate one zstd frame, never past its declared size or `limit`, whatever it claims."""
-    section, fail = part.data, _failure(part)
+    section, fail = part.body, _failure(part)
     if section[:4] != ZSTD_MAGIC or len(section) < 6:
         raise fail("section is not a zstd frame")
     try:
@@ -433,48 +445,92 @@ def encode_container(contents: EprContents, *, alignment: int = 0) -> tuple[byte
         raise EprError(f"more than {DEFAULT_LIMITS.max_total_elements} elements in all")
     tensors = uvarint(len(encoded)) + b"".join(body for body, _ in encoded)
     sections = [
-        (TAG_META, _manifest_section(contents.manifest)),
-        (TAG_GRAPH, _zstd(bytes(contents.graph))),
-        (TAG_TENSORS, tensors),
+        (TAG_META, FLAG_REQUIRED, _manifest_section(contents.manifest)),
+        (TAG_GRAPH, FLAG_REQUIRED, _zstd(bytes(contents.graph))),
+        (TAG_TENSORS, FLAG_REQUIRED, tensors),
     ]
-    data, header_bytes = _assemble(sections, alignment)
+    data = join_sections(sections, alignment=alignment)
     sizes = [size for _, size in encoded]
     table_bytes = HEADER.size + len(sections) * SECTION_ENTRY.size + _CRC.size
-    _check_budgets(contents, sizes, table_bytes + sum(len(body) for _, body in sections))
+    _check_budgets(contents, sizes, table_bytes + _body_bytes(sections))
     return data, _breakdown(
         len(data),
-        header_bytes,
-        len(sections[0][1]),
-        len(sections[1][1]),
+        len(data) - _body_bytes(sections),
+        len(sections[0][2]),
+        len(sections[1][2]),
         len(uvarint(len(encoded))),
         sizes,
     )
 
 
-def _assemble(sections: list[tuple[bytes, bytes]], alignment: int) -> tuple[bytes, int]:
-    """Header, section table and checksums around the required `sections`, padded to align.
+Sections = Sequence[tuple[bytes, int, bytes]]  # (tag, flags, body) in stored order
 
-    Returns the file and its header bytes (padding included), as SizeBreakdown counts them.
+
+def join_sections(
+    sections: Sections,
+    *,
+    alignment: int = 0,
+    major: int = VERSION_MAJOR,
+    minor: int = VERSION_MINOR,
+    flags: int = 0,
+    checked: bool = True,
+) -> bytes:
+    """Header, section table and CRC-32s around `sections`, each body at a multiple of
+    2**alignment (no padding for an alignment past MAX_ALIGNMENT_LOG2).
+
+    The writer's files pass every field rule of the reader; checked=False writes the fields as
+    given, so that test vectors and the fuzzer can break one rule with every checksum right.
     """
-    header = HEADER.write(
-        {
-            "magic": MAGIC,
-            "version_major": VERSION_MAJOR,
-            "version_minor": VERSION_MINOR,
-            "section_count": len(sections),
-            "alignment": alignment,
-            "flags": 0,
-        }
+    entries = [
+        (tag, section_flags, len(body), zlib.crc32(body)) for tag, section_flags, body in sections
+    ]
+    out = bytearray(
+        section_table(
+            entries, alignment=alignment, major=major, minor=minor, flags=flags, checked=checked
+        )
     )
-    for tag, body in sections:
-        entry = {"tag": tag, "flags": FLAG_REQUIRED, "length": len(body), "crc": zlib.crc32(body)}
-        header += SECTION_ENTRY.write(entry)
-    header += _CRC.pack(zlib.crc32(header))
-    out = bytearray(header)
-    for _, body in sections:
-        out += bytes(_padding(len(out), alignment)) + body
-    padding = len(out) - len(header) - sum(len(body) for _, body in sections)
-    return bytes(out), len(header) + padding
+    aligned = alignment <= MAX_ALIGNMENT_LOG2
+    for _, _, body in sections:
+        out += bytes(_padding(len(out), alignment) if aligned else 0) + body
+    return bytes(out)
+
+
+def section_table(
+    entries: Sequence[tuple[bytes, int, int, int]],
+    *,
+    alignment: int,
+    major: int = VERSION_MAJOR,
+    minor: int = VERSION_MINOR,
+    flags: int = 0,
+    checked: bool = True,
+) -> bytes:
+    """The header, an entry (tag, flags, length, crc) per section and the header CRC: all of a
+    file but its padding and bodies. checked=False as in join_sections."""
+    encode = Structure.write if checked else Structure.pack
+    fields = {
+        "magic": MAGIC,
+        "version_major": major,
+        "version_minor": minor,
+        "section_count": len(entries),
+        "alignment": alignment,
+        "flags": flags,
+    }
+    header = encode(HEADER, fields)
+    for tag, section_flags, length, crc in entries:
+        entry = {"tag": tag, "flags": section_flags, "length": length, "crc": crc}
+        header += encode(SECTION_ENTRY, entry)
+    return header + _CRC.pack(zlib.crc32(header))
+
+
+def split_sections(data: bytes) -> list[tuple[bytes, int, bytes]]:
+    """(tag, flags, body) of each section, padding dropped; a FormatError unless the header,
+    section table, padding and checksums are valid (the sections' contents are not read)."""
+    sections = _read_section_table(MemorySource(data)).sections
+    return [(s.tag, s.flags, data[s.offset : s.offset + s.length]) for s in sections]
+
+
+def _body_bytes(sections: Sections) -> int:
+    return sum(len(body) for _, _, body in sections)
 
 
 def with_manifest(data: bytes, sizes: SizeBreakdown, manifest: dict) -> tuple[bytes, SizeBreakdown]:
@@ -484,14 +540,17 @@ def with_manifest(data: bytes, sizes: SizeBreakdown, manifest: dict) -> tuple[by
     without coding the latents twice. `sizes` is the breakdown encode_container returned.
     """
     header = HEADER.read(ByteReader(data))
-    sections = _read_section_table(MemorySource(data)).sections
-    if any(not section.flags & FLAG_REQUIRED for section in sections):
+    sections = split_sections(data)
+    if any(not section_flags & FLAG_REQUIRED for _, section_flags, _ in sections):
         raise EprError("with_manifest takes files with the three core sections only")
     meta = _manifest_section(manifest)
-    bodies = [(s.tag, meta if s.tag == TAG_META else s.data) for s in sections]
-    out, header_bytes = _assemble(bodies, header["alignment"])
+    sections = [(tag, f, meta if tag == TAG_META else body) for tag, f, body in sections]
+    out = join_sections(sections, alignment=header["alignment"])
     return out, dataclasses.replace(
-        sizes, file_bytes=len(out), header_bytes=header_bytes, manifest_bytes=len(meta)
+        sizes,
+        file_bytes=len(out),
+        header_bytes=len(out) - _body_bytes(sections),
+        manifest_bytes=len(meta),
     )
 
 
@@ -545,6 +604,12 @@ class _Section:
     offset: int
     length: int
     data: bytes | None  # None: an optional section nobody reads, checksummed and skipped
+
+    @property
+    def body(self) -> bytes:
+        """The bytes of a section that was read, as every core section is."""
+        assert self.data is not None, f"section {self.tag!r} was skipped, not read"
+        return self.data
 
 
 @dataclass(frozen=True)
@@ -708,7 +773,7 @@ def _decode(
     layout = _read_section_table(source)
     meta, graph, tens, unknown_bytes = _core_sections(layout.sections)
 
-    def part(read: Callable[[], object]) -> object:
+    def part(read: Callable[[], _T]) -> _T | None:
         if partial is None:
             return read()
         try:
@@ -722,7 +787,7 @@ def _decode(
         return None
 
     manifest = part(lambda: _read_manifest(meta, limits))
-    graph_limit = limits.inflation_allowance(len(graph.data), limits.max_graph_bytes)
+    graph_limit = limits.inflation_allowance(len(graph.body), limits.max_graph_bytes)
     graph_bytes = part(lambda: _unzstd(graph, graph_limit, limits.max_zstd_window))
     budget = ReadBudget(limits, layout.counted_bytes)
     tensors = part(lambda: _read_tensors(tens, limits, budget))
@@ -732,12 +797,14 @@ def _decode(
         partial.tensors = tensors[0] if tensors else None
         if partial.violations:
             raise partial.violations[0]
+    # every part was read: a part that failed raised, or left a violation that was raised
+    assert manifest is not None and graph_bytes is not None and tensors is not None
     records, sizes, record_framing = tensors
     breakdown = _breakdown(
         source.size,
         layout.header_end + layout.padding,
-        len(meta.data),
-        len(graph.data),
+        len(meta.body),
+        len(graph.body),
         record_framing + unknown_bytes,
         sizes,
     )
@@ -746,11 +813,11 @@ def _decode(
 
 def _core_sections(sections: list[_Section]) -> tuple[_Section, _Section, _Section, int]:
     """META, GRPH and TENS, each present and required; unknown optional sections skipped."""
-    known: dict[bytes, _Section | None] = {TAG_META: None, TAG_GRAPH: None, TAG_TENSORS: None}
+    known: dict[bytes, _Section] = {}
     unknown_bytes = 0
     for section in sections:
         name = section.tag.decode("ascii")
-        if section.tag in known:
+        if section.tag in _CORE_TAGS:
             if not section.flags & FLAG_REQUIRED:
                 raise FormatError(
                     "core section lacks the required flag",
@@ -768,21 +835,21 @@ def _core_sections(sections: list[_Section]) -> tuple[_Section, _Section, _Secti
             )
         else:
             unknown_bytes += section.length
-    for tag, section in known.items():
-        if section is None:
+    for tag in (TAG_META, TAG_GRAPH, TAG_TENSORS):
+        if tag not in known:
             raise FormatError(f"required section {tag.decode()} is missing", code="missing-section")
     return known[TAG_META], known[TAG_GRAPH], known[TAG_TENSORS], unknown_bytes
 
 
 def _read_manifest(meta: _Section, limits: ReadLimits) -> tuple[dict, bool]:
-    limit = limits.inflation_allowance(len(meta.data), limits.max_manifest_bytes)
+    limit = limits.inflation_allowance(len(meta.body), limits.max_manifest_bytes)
     return _parse_manifest(_unzstd(meta, limit, limits.max_zstd_window), _failure(meta))
 
 
 def _read_tensors(
     tens: _Section, limits: ReadLimits, budget: ReadBudget
 ) -> tuple[list[TensorRecord], list[TensorSize], int]:
-    reader = ByteReader(tens.data, section="TENS", base=tens.offset)
+    reader = ByteReader(tens.body, section="TENS", base=tens.offset)
     count_at = reader.offset
     record_count = reader.read_uvarint("record count")
     if record_count > limits.max_records:
@@ -792,7 +859,9 @@ def _read_tensors(
             offset=count_at,
             code="limit-exceeded",
         )
-    records, sizes, names = [], [], set()
+    records: list[TensorRecord] = []
+    sizes: list[TensorSize] = []
+    names: set[str] = set()
     for _ in range(record_count):
         at = reader.offset
         if not reader.remaining:  # a record takes at least a byte: count must not outrun data
@@ -853,6 +922,6 @@ def decode_weights(record: TensorRecord) -> np.ndarray:
         return record.raw
     if record.latents is None or record.latents.shape != tuple(record.shape):
         raise EprError(f"{record.name}: coded record needs latents of shape {record.shape}")
-    if isinstance(record.decoder, ScalarDecoder):
+    if isinstance(record.decoder, ScalarDecoderParams):
         return decode_scalar(record.decoder.step, record.latents)
     return decode_rdft(record.decoder.steps, record.latents)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +21,13 @@ import onnxruntime
 import pytest
 
 from eprpipe.cli import main
+from eprpipe.format.testing.fuzz_cases import make_case
+from eprpipe.format.testing.fuzz_seeds import Seed, load_seeds
 from eprpipe.format.validate import validate_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
-VECTORS = sorted((ROOT / "spec" / "vectors" / "valid").glob("*.epr"))
+VALID = ROOT / "spec" / "vectors" / "valid"
+VECTORS = sorted(VALID.glob("*.epr"))
 FUZZ_ACCEPTED = 40  # accepted fuzz cases to run every command on
 FUZZ_SCAN = 5000  # cases looked at to find them (about 400 suffice today)
 FUZZ_RUN_SEED = 0
@@ -41,9 +44,7 @@ MUST_SUCCEED = {"validate", "validate-json", "info", "info-json", "decode"}  # o
 
 def accepted_fuzz_cases(count: int) -> list[tuple[str, bytes]]:
     """The first `count` cases of the fuzz tool's default run that `validate` accepts."""
-    from fuzz_container import DEFAULT_SEEDS_DIR, Seed, load_seeds, make_case
-
-    seeds = [Seed.of(name, data) for name, data in load_seeds(DEFAULT_SEEDS_DIR)]
+    seeds = [Seed.of(name, data) for name, data in load_seeds(VALID, ROOT)]
     found = []
     for index in range(FUZZ_SCAN):
         case = make_case(FUZZ_RUN_SEED, index, seeds)
@@ -150,15 +151,14 @@ def test_the_fuzz_cases_used_are_the_same_on_every_run() -> None:
 
 def test_the_resource_benchmark_measures_each_run_and_writes_its_results(tmp_path) -> None:
     """tools/bench_hostile.py end to end on two cheap cases: a FIFO must not hang `info`."""
-    import bench_hostile
-
+    pytest.importorskip("matplotlib")  # its plot; matplotlib comes with the train extra
     argv = ["--cases", "control,i-fifo", "--fuzz-cases", "0", "--commands", "info"]
     argv += ["--timeout", "30", "--results", str(tmp_path), "--no-progress"]
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = bench_hostile.main(argv)
+    tool = ROOT / "tools" / "bench_hostile.py"
+    done = subprocess.run([sys.executable, str(tool), *argv], capture_output=True, text=True)
     results = json.loads((tmp_path / "bench_hostile.json").read_text())
     runs = {run["case"]: run for run in results["runs"]}
-    assert code == 0, runs
+    assert done.returncode == 0, (runs, done.stderr)
     assert runs["control"]["status"] == "ok" and runs["i-fifo"]["status"] == "refused"
     assert 20 < runs["control"]["peak_rss_mib"] < 100  # info alone, not this test process
     assert (tmp_path / "bench_hostile.png").stat().st_size > 0

@@ -17,11 +17,12 @@ from eprpipe.format.geometric import GeometricTable
 from eprpipe.format.graph import build_onnx
 from eprpipe.format.limits import ReadLimits
 from eprpipe.format.structures import FILLER_DECAY, MAX_ALPHABET
+from eprpipe.format.testing.records import constant_group, constant_record, scalar_head
+from eprpipe.format.testing.sections import replace_section, section_offset, zstd
+from eprpipe.format.testing.vectors import base_file, with_records
 from eprpipe.format.validate import validate_bytes
 
 VECTORS = Path(__file__).resolve().parents[2] / "spec" / "vectors"
-sys.path.insert(0, str(VECTORS.parents[1] / "tools"))
-from make_vectors import _scalar_head, _with_tens  # noqa: E402
 
 _OPENED: list[str] = []
 _WATCHING = [False]
@@ -59,27 +60,26 @@ def _geometric_groups(count: int) -> bytes:
         GroupKind.GEOMETRIC, table=GeometricTable(-(MAX_ALPHABET // 2), MAX_ALPHABET, 0, 9, 9)
     )
     body = group.encode() + stream_bytes(encode_stream([group], [np.array([0, 0])]))
-    return b"".join(_scalar_head(f"w{index}".encode(), (2,)) + body for index in range(count))
+    return b"".join(scalar_head(f"w{index}".encode(), (2,)) + body for index in range(count))
 
 
 def test_table_alphabets_are_budgeted_per_file_before_any_model_is_built() -> None:
-    data, start = _with_tens(_geometric_groups(5), count=5)
+    data, start = with_records(_geometric_groups(5), count=5)
     began = time.perf_counter()
     with pytest.raises(FormatError, match="tables declare more than") as info:
         decode_container(data)
     assert info.value.code == "limit-exceeded"
     assert time.perf_counter() - began < 5  # four 2**20-symbol models at most, then stop
     record_bytes = len(_geometric_groups(1))
-    assert info.value.offset == start + 4 * record_bytes + len(_scalar_head(b"w4", (2,)))
+    assert info.value.offset == start + 4 * record_bytes + len(scalar_head(b"w4", (2,)))
     with pytest.raises(FormatError) as small_budget:
         decode_container(data, limits=ReadLimits(max_table_symbols=MAX_ALPHABET - 1))
-    assert small_budget.value.offset == start + len(_scalar_head(b"w0", (2,)))
+    assert small_budget.value.offset == start + len(scalar_head(b"w0", (2,)))
 
 
 def test_elements_a_small_file_may_declare_scale_with_its_size() -> None:
     limits = ReadLimits()
-    head = _scalar_head(b"w", (1 << 11, 1 << 10))  # 2**21 elements behind a CONSTANT 0
-    data, start = _with_tens(head + b"\x00" + svarint(0))
+    data, start = with_records(constant_record(b"w", (1 << 11, 1 << 10)))  # 2**21 elements
     assert limits.element_allowance(len(data)) == limits.min_element_allowance < 1 << 21
     with pytest.raises(FormatError, match="more than the 1048576 left") as info:
         decode_container(data)
@@ -91,15 +91,15 @@ def test_elements_a_small_file_may_declare_scale_with_its_size() -> None:
 
 
 def test_a_geometric_filler_is_the_only_valid_unused_decay() -> None:
-    head = _scalar_head(b"w", (2,))
+    head = scalar_head(b"w", (2,))
     for decay in (0, 1, 0x7F, 0xFF):
         table = b"\x02" + svarint(0) + uvarint(2) + bytes([0, decay, FILLER_DECAY])
-        data, _ = _with_tens(head + table + uvarint(0))
+        data, _ = with_records(head + table + uvarint(0))
         with pytest.raises(FormatError) as info:
             decode_container(data)
         assert info.value.code == "bad-geometric"
     assert np.array_equal(
-        decode_container(_with_tens(head + b"\x00" + svarint(3))[0])[0].tensors[0].latents, [3, 3]
+        decode_container(with_records(head + constant_group(3))[0])[0].tensors[0].latents, [3, 3]
     )
 
 
@@ -107,11 +107,10 @@ def test_zstd_sections_inflate_at_most_a_bounded_ratio() -> None:
     """A frame of 50 MiB of zeros is valid zstd under the graph limit, but 32x its size or
     1 MiB is all a section may inflate to: rejected from the frame header, never inflated."""
     import zstandard
-    from make_vectors import _base, replace_section
 
     bomb = zstandard.ZstdCompressor(level=3).compress(bytes(50 << 20))
     assert len(bomb) * 32 < 50 << 20 < ReadLimits().max_graph_bytes
-    data = replace_section(_base(), b"GRPH", bomb)
+    data = replace_section(base_file(), b"GRPH", bomb)
     with pytest.raises(FormatError, match="declares 52428800 bytes, limit 1048576") as info:
         decode_container(data)
     assert (info.value.code, info.value.section) == ("limit-exceeded", "GRPH")
@@ -132,9 +131,7 @@ def test_zstd_sections_inflate_at_most_a_bounded_ratio() -> None:
     ],
 )
 def test_malformed_normalization_is_a_manifest_error(manifest: bytes) -> None:
-    from make_vectors import _base, replace_section, section_offset, zstd
-
-    data = replace_section(_base(), b"META", zstd(manifest))
+    data = replace_section(base_file(), b"META", zstd(manifest))
     with pytest.raises(FormatError, match="normalization") as info:
         decode_container(data)
     assert (info.value.code, info.value.section) == ("bad-manifest", "META")
@@ -144,16 +141,21 @@ def test_malformed_normalization_is_a_manifest_error(manifest: bytes) -> None:
 
 def test_the_writer_refuses_files_the_reader_would_refuse() -> None:
     from eprpipe.errors import EprError
-    from eprpipe.format.container import EprContents, ScalarDecoder, TensorRecord, encode_container
+    from eprpipe.format.container import (
+        EprContents,
+        ScalarDecoderParams,
+        TensorRecord,
+        encode_container,
+    )
 
     zeros = np.zeros((1 << 11, 1 << 10), dtype=np.int64)
-    record = TensorRecord("w", zeros.shape, "float32", ScalarDecoder(0.5), zeros, None)
+    record = TensorRecord("w", zeros.shape, "float32", ScalarDecoderParams(0.5), zeros, None)
     with pytest.raises(EprError, match="2097152 tensor elements in a"):
         encode_container(EprContents({}, b"", [record]))
     wide = np.zeros(5, dtype=np.int64)
     wide[0], wide[1] = -(MAX_ALPHABET // 2), MAX_ALPHABET // 2 - 1  # alphabet 2**20 each
     records = [
-        TensorRecord(f"w{i}", wide.shape, "float32", ScalarDecoder(0.5), wide, None)
+        TensorRecord(f"w{i}", wide.shape, "float32", ScalarDecoderParams(0.5), wide, None)
         for i in range(5)
     ]
     with pytest.raises(EprError, match="the tables hold 5242880 symbols"):
@@ -161,9 +163,7 @@ def test_the_writer_refuses_files_the_reader_would_refuse() -> None:
 
 
 def test_a_manifest_with_a_lone_surrogate_is_rejected() -> None:
-    from make_vectors import _base, replace_section, zstd
-
-    data = replace_section(_base(), b"META", zstd(b'{"a":"\\ud800"}'))
+    data = replace_section(base_file(), b"META", zstd(b'{"a":"\\ud800"}'))
     with pytest.raises(FormatError, match="cannot be written back as UTF-8") as info:
         decode_container(data)
     assert info.value.code == "bad-manifest"

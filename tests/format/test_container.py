@@ -8,7 +8,6 @@ import struct
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,9 +29,9 @@ from eprpipe.format.coding import (
 )
 from eprpipe.format.container import (
     EprContents,
-    RdftDecoder,
+    RdftDecoderParams,
     ReadLimits,
-    ScalarDecoder,
+    ScalarDecoderParams,
     SizeBreakdown,
     TensorRecord,
     decode_container,
@@ -42,7 +41,10 @@ from eprpipe.format.container import (
     write_epr,
 )
 from eprpipe.format.layout import Layout, allowed_layouts, encode_layout
+from eprpipe.format.manifest import check_manifest
 from eprpipe.format.paramdecode import decode_rdft
+from eprpipe.format.testing.records import record_head
+from eprpipe.format.testing.sections import assemble, header_bytes, replace_section, split
 
 # --- helpers --------------------------------------------------------------------------------
 
@@ -52,14 +54,14 @@ ZEROS = b"\x00\x00\x00"  # layout 0, then one CONSTANT 0 group
 
 def scalar(name: str, latents: np.ndarray, step: float = 0.0185546875) -> TensorRecord:
     latents = np.asarray(latents, dtype=np.int64)
-    return TensorRecord(name, latents.shape, "float32", ScalarDecoder(step), latents, None)
+    return TensorRecord(name, latents.shape, "float32", ScalarDecoderParams(step), latents, None)
 
 
 def rdft(name: str, latents: np.ndarray, steps: np.ndarray | None = None) -> TensorRecord:
     latents = np.asarray(latents, dtype=np.int64)
     if steps is None:
         steps = np.full(latents.shape[2:], 0.125, dtype=np.float16)
-    return TensorRecord(name, latents.shape, "float32", RdftDecoder(steps), latents, None)
+    return TensorRecord(name, latents.shape, "float32", RdftDecoderParams(steps), latents, None)
 
 
 def raw(name: str, array: np.ndarray) -> TensorRecord:
@@ -106,43 +108,19 @@ def small_file() -> bytes:
     return encode_container(contents)[0]
 
 
-def split_sections(data: bytes) -> list[tuple[bytes, int, bytes]]:
-    count = struct.unpack_from("<H", data, 12)[0]
-    offset, sections = 16 + 16 * count + 4, []
-    for index in range(count):
-        tag, flags, length, _ = struct.unpack_from("<4sIII", data, 16 + 16 * index)
-        sections.append((tag, flags, data[offset : offset + length]))
-        offset += length
-    return sections
-
-
-def assemble(
-    sections: list[tuple[bytes, int, bytes]],
-    *,
-    major: int = 1,
-    minor: int = 0,
-    alignment: int = 0,
-    flags: int = 0,
-) -> bytes:
-    """A file with correct checksums around arbitrary contents (no alignment padding)."""
-    header = container.MAGIC + struct.pack("<HHHBB", major, minor, len(sections), alignment, flags)
-    for tag, section_flags, body in sections:
-        header += struct.pack("<4sIII", tag, section_flags, len(body), zlib.crc32(body))
-    header += struct.pack("<I", zlib.crc32(header))
-    return header + b"".join(body for _, _, body in sections)
-
-
-def with_section(data: bytes, tag: bytes, body: bytes) -> bytes:
-    return assemble([(t, f, body if t == tag else b) for t, f, b in split_sections(data)])
-
-
 def with_tensors(*records: bytes) -> bytes:
-    return with_section(small_file(), b"TENS", uvarint(len(records)) + b"".join(records))
+    return replace_section(small_file(), b"TENS", uvarint(len(records)) + b"".join(records))
 
 
 def record(name: bytes, kind: int, shape: tuple[int, ...], body: bytes) -> bytes:
-    dims = b"".join(uvarint(d) for d in shape)
-    return uvarint(len(name)) + name + bytes([kind, len(shape)]) + dims + body
+    return record_head(name, kind, shape) + body
+
+
+def with_padding_byte(data: bytes) -> bytes:
+    """`data` aligned to 8 bytes, its first padding byte 1: no checksum covers padding."""
+    aligned = bytearray(assemble(split(data), alignment=3))
+    aligned[header_bytes(len(split(data)))] = 1
+    return bytes(aligned)
 
 
 def assert_same(left: EprContents, right: EprContents) -> None:
@@ -151,9 +129,9 @@ def assert_same(left: EprContents, right: EprContents) -> None:
     assert [t.name for t in left.tensors] == [t.name for t in right.tensors]
     for a, b in zip(left.tensors, right.tensors, strict=True):
         assert (tuple(a.shape), a.dtype, type(a.decoder)) == (b.shape, b.dtype, type(b.decoder))
-        if isinstance(a.decoder, ScalarDecoder):
+        if isinstance(a.decoder, ScalarDecoderParams):
             assert a.decoder.step == b.decoder.step
-        if isinstance(a.decoder, RdftDecoder):
+        if isinstance(a.decoder, RdftDecoderParams):
             assert b.decoder.steps.dtype == np.float16
             assert np.array_equal(a.decoder.steps, b.decoder.steps)
         if a.decoder is None:
@@ -174,12 +152,12 @@ def test_round_trip_and_layout() -> None:
     assert read_sizes == sizes
     assert data[:8] == b"\x89EPR\r\n\x1a\n"
     assert struct.unpack_from("<HHHH", data, 8) == (1, 0, 3, 0)
-    assert [(tag, flags) for tag, flags, _ in split_sections(data)] == [
+    assert [(tag, flags) for tag, flags, _ in split(data)] == [
         (b"META", 1),
         (b"GRPH", 1),
         (b"TENS", 1),
     ]
-    manifest = zstandard.ZstdDecompressor().decompress(split_sections(data)[0][2])
+    manifest = zstandard.ZstdDecompressor().decompress(split(data)[0][2])
     assert (
         manifest
         == '{"architecture":"lenet5","classes":["zéro","un"],"metrics":{"error":0.01}}'.encode()
@@ -269,8 +247,14 @@ def records(draw: st.DrawFn) -> TensorRecord:
     )
 
 
+# Any manifest the writer accepts: a described key (spec 4.1) with a wrong type is refused.
+MANIFESTS = st.dictionaries(st.text(), st.integers() | st.text()).filter(
+    lambda manifest: check_manifest(manifest) is None
+)
+
+
 @settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(records(), max_size=5), st.dictionaries(st.text(), st.integers() | st.text()))
+@given(st.lists(records(), max_size=5), MANIFESTS)
 def test_random_contents_round_trip(tensors: list[TensorRecord], manifest: dict) -> None:
     for index, tensor in enumerate(tensors):
         tensor.name = f"t{index}.ü"
@@ -284,17 +268,19 @@ def test_random_contents_round_trip(tensors: list[TensorRecord], manifest: dict)
 def test_latents_of_any_integer_dtype() -> None:
     tensors = [
         TensorRecord(
-            "a", (3,), "float32", ScalarDecoder(1.0), np.array([0, 7, 255], np.uint8), None
+            "a", (3,), "float32", ScalarDecoderParams(1.0), np.array([0, 7, 255], np.uint8), None
         ),
         TensorRecord(
             "b",
             (2,),
             "float32",
-            ScalarDecoder(1.0),
+            ScalarDecoderParams(1.0),
             np.array([2**40 - 1, 2**40 - 3], np.uint64),
             None,
         ),
-        TensorRecord("c", (2,), "float32", ScalarDecoder(1.0), np.array([-9, 3], np.int32), None),
+        TensorRecord(
+            "c", (2,), "float32", ScalarDecoderParams(1.0), np.array([-9, 3], np.int32), None
+        ),
     ]
     decoded = decode_container(encode_container(EprContents({}, b"", tensors))[0])[0]
     assert [t.latents.tolist() for t in decoded.tensors] == [
@@ -303,7 +289,7 @@ def test_latents_of_any_integer_dtype() -> None:
         [-9, 3],
     ]
     too_big = TensorRecord(
-        "d", (1,), "float32", ScalarDecoder(1.0), np.array([2**63], np.uint64), None
+        "d", (1,), "float32", ScalarDecoderParams(1.0), np.array([2**63], np.uint64), None
     )
     with pytest.raises(EprError, match="latent bound"):
         encode_container(EprContents({}, b"", [too_big]))
@@ -347,7 +333,7 @@ def sparse(shape: tuple[int, ...], dead_rows: float, dead_cols: float, seed: int
 
 def check_every_layout(tensor: TensorRecord) -> None:
     """Each allowed layout round trips, reports its masks, and the writer keeps the smallest."""
-    rdft_record = isinstance(tensor.decoder, RdftDecoder)
+    rdft_record = isinstance(tensor.decoder, RdftDecoderParams)
     contents = EprContents({}, b"", [tensor])
     lengths = {}
     for layout in allowed_layouts(tuple(tensor.shape), rdft_record):
@@ -418,7 +404,7 @@ def test_mask_groups_count_in_the_payload() -> None:
     assert size.table_bytes == sum(group.table_bytes for group in coded.all_groups)
     assert size.framing_bytes == len(record(b"k", 1, (24, 24), b"")) + 1 + 3 + 1  # word count
     assert size.latent_bytes + size.table_bytes + size.decoder_bytes + size.framing_bytes == (
-        len(split_sections(data)[2][2]) - 1  # the TENS section less its record count
+        len(split(data)[2][2]) - 1  # the TENS section less its record count
     )
     pairs = zip(coded.all_groups, coded.values, strict=True)
     assert size.ideal_bits == sum(ideal_bits(group, values) for group, values in pairs)
@@ -439,7 +425,7 @@ def coded(runs: list[list[int]]) -> bytes:
 def test_constant_groups_store_no_word_count() -> None:
     data, sizes = encode_container(EprContents({}, b"", [scalar("z", np.full((4, 5), 3))]))
     body = struct.pack("<e", 0.0185546875) + b"\x00" + b"\x00" + svarint(3)  # layout, CONSTANT 3
-    assert split_sections(data)[2][2] == uvarint(1) + record(b"z", 1, (4, 5), body)
+    assert split(data)[2][2] == uvarint(1) + record(b"z", 1, (4, 5), body)
     size = sizes.tensors[0]
     assert size.latent_bytes == 0 and size.framing_bytes == len(record(b"z", 1, (4, 5), b"")) + 2
 
@@ -487,7 +473,7 @@ def test_malformed_layouts_and_masks(
     """Each defect is reported at the layout byte (`at` None) or at the header of mask `at`."""
     steps = STEP * (shape[2] * shape[3] if kind == 2 else 1)
     tensors = uvarint(1) + record(b"w", kind, shape, steps + bytes([layout]) + coded(runs))
-    data = with_section(small_file(), b"TENS", tensors)
+    data = replace_section(small_file(), b"TENS", tensors)
     with pytest.raises(FormatError, match=message) as info:
         decode_container(data)
     assert info.value.section == "TENS"
@@ -522,12 +508,16 @@ def test_malformed_layouts_and_masks(
             "raw dtype",
         ),
         (
-            [TensorRecord("r", (2,), "float16", ScalarDecoder(1.0), np.zeros(2, np.int64), None)],
+            [
+                TensorRecord(
+                    "r", (2,), "float16", ScalarDecoderParams(1.0), np.zeros(2, np.int64), None
+                )
+            ],
             {},
             "float32",
         ),
         (
-            [TensorRecord("r", (2,), "float32", ScalarDecoder(1.0), np.zeros(2), None)],
+            [TensorRecord("r", (2,), "float32", ScalarDecoderParams(1.0), np.zeros(2), None)],
             {},
             "integers",
         ),
@@ -564,7 +554,7 @@ def test_every_single_bit_flip_is_a_format_error() -> None:
 @given(st.data())
 def test_mutated_sections_with_valid_checksums_only_raise_format_error(data: st.DataObject) -> None:
     """Checksums stop accidents; this reaches the parsers with deliberate garbage."""
-    sections = split_sections(small_file())
+    sections = split(small_file())
     index = data.draw(st.integers(0, len(sections) - 1))
     tag, flags, body = sections[index]
     body = bytearray(body)
@@ -584,7 +574,7 @@ def test_mutated_sections_with_valid_checksums_only_raise_format_error(data: st.
 
 def test_format_errors_name_source_section_and_offset() -> None:
     data = small_file()
-    tens_offset = len(data) - len(split_sections(data)[2][2])
+    tens_offset = len(data) - len(split(data)[2][2])
     with pytest.raises(FormatError) as info:
         decode_container(with_tensors(record(b"w", 7, (), b"")), source="model.epr")
     assert str(info.value).startswith("model.epr: unknown record kind 7")
@@ -599,23 +589,23 @@ def test_format_errors_name_source_section_and_offset() -> None:
     [
         (lambda d: b"\x89EPX" + d[4:], "bad magic"),
         (lambda d: d[:10], "truncated version_minor"),
-        (lambda d: assemble(split_sections(d), major=2, minor=3), "version 2.3"),
-        (lambda d: assemble(split_sections(d), flags=4), "reserved header flags"),
-        (lambda d: assemble(split_sections(d), alignment=13), "alignment 13 outside 0..12"),
-        (lambda d: assemble(split_sections(d), alignment=3), "padding"),
+        (lambda d: assemble(split(d), major=2, minor=3), "version 2.3"),
+        (lambda d: assemble(split(d), flags=4), "reserved header flags"),
+        (lambda d: assemble(split(d), alignment=13), "alignment 13 outside 0..12"),
+        (with_padding_byte, "nonzero padding"),
         (
-            lambda d: assemble([(t, f | 2, b) for t, f, b in split_sections(d)]),
+            lambda d: assemble([(t, f | 2, b) for t, f, b in split(d)]),
             "reserved flag bits",
         ),
-        (lambda d: assemble([(t, 0, b) for t, f, b in split_sections(d)]), "required flag"),
-        (lambda d: assemble(split_sections(d)) + b"\x00", "after the last section"),
+        (lambda d: assemble([(t, 0, b) for t, f, b in split(d)]), "required flag"),
+        (lambda d: assemble(split(d)) + b"\x00", "after the last section"),
         (
-            lambda d: assemble([*split_sections(d), (b"XTRA", 1, b"??")]),
+            lambda d: assemble([*split(d), (b"XTRA", 1, b"??")]),
             "unknown required section XTRA",
         ),
-        (lambda d: assemble([*split_sections(d), (b"TENS", 1, b"\x00")]), "appears twice"),
-        (lambda d: assemble(split_sections(d)[1:]), "META is missing"),
-        (lambda d: assemble([(b"ME\x00A", 0, b""), *split_sections(d)]), "printable"),
+        (lambda d: assemble([*split(d), (b"TENS", 1, b"\x00")]), "appears twice"),
+        (lambda d: assemble(split(d)[1:]), "META is missing"),
+        (lambda d: assemble([(b"ME\x00A", 0, b""), *split(d)]), "printable"),
         (lambda d: d[:12] + b"\xff\x00" + d[14:], "runs past the end"),
     ],
 )
@@ -626,7 +616,7 @@ def test_header_and_section_table_defects(mutate: Callable[[bytes], bytes], mess
 
 def test_minor_versions_and_unknown_optional_sections_are_accepted() -> None:
     data = small_file()
-    extended = assemble([(b"XTRA", 0, b"future data"), *split_sections(data)], minor=7)
+    extended = assemble([(b"XTRA", 0, b"future data"), *split(data)], minor=7)
     contents, sizes = decode_container(extended)
     assert_same(decode_container(data)[0], contents)
     assert sizes.file_bytes == len(extended)
@@ -649,7 +639,7 @@ def test_zstd_bomb_is_rejected_before_inflating() -> None:
     bomb = _frame_declaring(1 << 30, _rle_blocks(8192))  # 32 KiB that inflate to 1 GiB
     started = time.perf_counter()
     with pytest.raises(FormatError, match="declares 1073741824 bytes"):
-        decode_container(with_section(small_file(), b"GRPH", bomb))
+        decode_container(replace_section(small_file(), b"GRPH", bomb))
     assert time.perf_counter() - started < 1.0
 
 
@@ -657,7 +647,7 @@ def test_zstd_frame_inflating_past_its_declared_size_is_rejected() -> None:
     liar = _frame_declaring(100, _rle_blocks(64))  # declares 100 bytes, holds 8 MiB
     started = time.perf_counter()
     with pytest.raises(FormatError, match="GRPH"):
-        decode_container(with_section(small_file(), b"GRPH", liar))
+        decode_container(replace_section(small_file(), b"GRPH", liar))
     assert time.perf_counter() - started < 1.0
 
 
@@ -682,13 +672,13 @@ def test_zstd_frame_inflating_past_its_declared_size_is_rejected() -> None:
 )
 def test_malformed_zstd_sections(frame: bytes, message: str) -> None:
     with pytest.raises(FormatError, match=message):
-        decode_container(with_section(small_file(), b"GRPH", frame))
+        decode_container(replace_section(small_file(), b"GRPH", frame))
 
 
 def test_zstd_window_limit() -> None:
     params = zstandard.ZstdCompressionParameters(window_log=20, compression_level=3)
     frame = zstandard.ZstdCompressor(compression_params=params).compress(os.urandom(1 << 19) * 3)
-    data = with_section(small_file(), b"GRPH", frame)
+    data = replace_section(small_file(), b"GRPH", frame)
     assert decode_container(data)[0].graph
     with pytest.raises(FormatError, match="window"):
         decode_container(data, limits=ReadLimits(max_zstd_window=1 << 19))
@@ -712,14 +702,14 @@ def test_zstd_window_limit() -> None:
 def test_malformed_manifests(text: bytes, message: str) -> None:
     meta = zstandard.ZstdCompressor().compress(text)
     with pytest.raises(FormatError, match=message):
-        decode_container(with_section(small_file(), b"META", meta))
+        decode_container(replace_section(small_file(), b"META", meta))
 
 
 def test_manifest_and_graph_size_limits() -> None:
     data = small_file()
     with pytest.raises(FormatError, match="limit 5"):
         decode_container(
-            with_section(data, b"META", zstandard.compress(b'{"abc":"def"}')),
+            replace_section(data, b"META", zstandard.compress(b'{"abc":"def"}')),
             limits=ReadLimits(max_manifest_bytes=5),
         )
     with pytest.raises(FormatError, match="exceeds the limit"):
@@ -754,7 +744,7 @@ def test_manifest_and_graph_size_limits() -> None:
 )
 def test_malformed_tensor_records(tensors: bytes, message: str) -> None:
     with pytest.raises(FormatError, match=message):
-        decode_container(with_section(small_file(), b"TENS", tensors))
+        decode_container(replace_section(small_file(), b"TENS", tensors))
 
 
 def test_element_limits_stop_tiny_files_that_declare_huge_tensors() -> None:
@@ -764,12 +754,13 @@ def test_element_limits_stop_tiny_files_that_declare_huge_tensors() -> None:
         uvarint(2) + record(b"a", 1, (600, 1000), constant) + record(b"b", 1, (600, 1000), constant)
     )
     limits = ReadLimits(max_tensor_elements=10**6, max_total_elements=10**6)
-    assert decode_container(with_section(small_file(), b"TENS", one), limits=limits)
+    assert decode_container(replace_section(small_file(), b"TENS", one), limits=limits)
     with pytest.raises(FormatError, match="'b': 600000 elements, more than the 400000 left"):
-        decode_container(with_section(small_file(), b"TENS", two), limits=limits)
+        decode_container(replace_section(small_file(), b"TENS", two), limits=limits)
     with pytest.raises(FormatError, match="exceeds 999999 elements"):
         decode_container(
-            with_section(small_file(), b"TENS", one), limits=ReadLimits(max_tensor_elements=999_999)
+            replace_section(small_file(), b"TENS", one),
+            limits=ReadLimits(max_tensor_elements=999_999),
         )
 
 
@@ -882,7 +873,7 @@ def test_golden_file_still_decodes() -> None:
     assert np.array_equal(contents.tensors[2].latents, masked_latents())
     kinds = ["geom", "raw", "row mask qtable r1, column mask qtable r1, geom"]
     assert [size.table_kinds for size in sizes.tensors] == kinds
-    assert split_sections(bytes.fromhex(GOLDEN_FILE))[2] == split_sections(small_file())[2]
+    assert split(bytes.fromhex(GOLDEN_FILE))[2] == split(small_file())[2]
 
 
 def test_small_file_holds_both_table_kinds() -> None:
@@ -911,7 +902,7 @@ GOLDEN_FILE = (
 def test_a_group_of_zero_symbols_must_be_constant_zero(group: bytes) -> None:
     """Otherwise an empty tensor would have more than one valid encoding."""
     tensors = uvarint(1) + record(b"e", 1, (0,), STEP + b"\x00" + group)
-    data = with_section(small_file(), b"TENS", tensors)
+    data = replace_section(small_file(), b"TENS", tensors)
     with pytest.raises(FormatError, match="zero symbols must be CONSTANT 0"):
         decode_container(data)
 

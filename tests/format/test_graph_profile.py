@@ -1,14 +1,13 @@
 """The graph profile (spec 4.2) and a bounded evaluation: what an outside attacker sent.
 
-Each hostile graph is put into a real container (tools/make_vectors.py's base file with its
-GRPH and META sections replaced) and run through the real CLI: `validate` names the broken
+Each hostile graph is put into a real container (the test vectors' base file with its GRPH
+and META sections replaced) and run through the real CLI: `validate` names the broken
 rule, and `decode` and `eval` fail with one error line, or succeed, never with a traceback. A
 graph with no initializers needs none of the base file's records, which the profile allows.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,11 +22,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from eprpipe.cli import main
 from eprpipe.format.container import EprContents, encode_container
+from eprpipe.format.testing.graphs import IR_VERSION, OPSET, weightless
+from eprpipe.format.testing.records import raw
+from eprpipe.format.testing.sections import canonical_json, replace_section, zstd
+from eprpipe.format.testing.vectors import base_file
 from eprpipe.plugins.manager import get_dataset
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
-from make_vectors import _base, _weightless, raw, replace_section, zstd  # noqa: E402
 
 FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64
 DIGITS = [str(digit) for digit in range(10)]
@@ -48,8 +47,8 @@ def _model(
     inputs: list[tuple],
     outputs: list[tuple],
     *,
-    opsets: tuple[tuple[str, int], ...] = (("", 20),),
-    ir: int = 10,
+    opsets: tuple[tuple[str, int], ...] = (("", OPSET),),
+    ir: int = IR_VERSION,
     initializers: tuple[onnx.TensorProto, ...] = (),
 ) -> bytes:
     graph = helper.make_graph(
@@ -71,14 +70,9 @@ def _flatten_to(output: tuple, *more: onnx.NodeProto, **options) -> bytes:
     return _model(nodes, [IMAGE], [output], **options)
 
 
-def _canonical(manifest: dict) -> bytes:
-    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return text.encode()
-
-
 def _epr(folder: Path, graph: bytes, manifest: dict = CLASSIFIER, name: str = "case") -> Path:
-    data = replace_section(_base(), b"GRPH", zstd(graph))
-    data = replace_section(data, b"META", zstd(_canonical(manifest)))
+    data = replace_section(base_file(), b"GRPH", zstd(graph))
+    data = replace_section(data, b"META", zstd(canonical_json(manifest)))
     path = folder / f"{name}.epr"
     path.write_bytes(data)
     return path
@@ -169,7 +163,7 @@ def classifier_file(tmp_path_factory) -> Path:
     graph = _flatten_to(
         LOGITS,
         helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1),
-        initializers=(_weightless("w", (10, 64)), _weightless("b", (10,))),
+        initializers=(weightless("w", (10, 64)), weightless("b", (10,))),
     )
     manifest = {
         **CLASSIFIER,
@@ -300,7 +294,7 @@ def _per_image(name: str, width: int) -> list[onnx.NodeProto]:
 
 def _container(folder: Path, nodes: list[onnx.NodeProto], weights: dict[str, np.ndarray]) -> Path:
     """A logits classifier whose `weights` come from TENS records."""
-    initializers = tuple(_weightless(name, value.shape) for name, value in weights.items())
+    initializers = tuple(weightless(name, value.shape) for name, value in weights.items())
     graph = _model(nodes, [IMAGE], [("y", FLOAT, ["batch", 64])], initializers=initializers)
     manifest = {**CLASSIFIER, "output": {"kind": "logits"}}
     records = [raw(name, value) for name, value in weights.items()]

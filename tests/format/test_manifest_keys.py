@@ -4,14 +4,13 @@ for every command, and every manifest eprpipe writes keeps them."""
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from onnx import TensorProto
+from torch_free import needs_torch
 
 from eprpipe.cli import main
 from eprpipe.format.container import EprContents, decode_container, encode_container, read_epr
@@ -24,12 +23,14 @@ from eprpipe.format.manifest import (
     reported_metrics,
     untrained_tensors,
 )
+from eprpipe.format.testing.graphs import identity_graph
+from eprpipe.format.testing.records import raw
+from eprpipe.format.testing.sections import canonical_json, replace_section, section_offset, zstd
+from eprpipe.format.testing.vectors import base_file
 from eprpipe.format.validate import validate_bytes
 from eprpipe.report import info_json, info_report
 
 VECTORS = Path(__file__).resolve().parents[2] / "spec" / "vectors"
-sys.path.insert(0, str(VECTORS.parents[1] / "tools"))
-from make_vectors import _base, identity_graph, raw, replace_section, section_offset, zstd  # noqa: E402
 
 SHAPE = [None, 3, 2, 2]
 NORMALIZATION = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
@@ -339,20 +340,9 @@ KEPT = [
 ]
 
 
-def canonical(manifest: dict) -> bytes:
-    """The manifest as producers write it (spec 4.1), so only the key under test is wrong."""
-    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return text.encode("utf-8")
-
-
-@functools.cache
-def base() -> bytes:
-    return _base()
-
-
 def write(tmp_path: Path, manifest_text: bytes) -> tuple[Path, int]:
     """The base vector with this manifest text; returns the file and its META section's offset."""
-    data = replace_section(base(), b"META", zstd(manifest_text))
+    data = replace_section(base_file(), b"META", zstd(manifest_text))
     path = tmp_path / "manifest.epr"
     path.write_bytes(data)
     return path, section_offset(data, b"META")
@@ -438,6 +428,7 @@ def test_accessors_read_a_checked_manifest() -> None:
 # --- what eprpipe writes keeps the rules ----------------------------------------------------
 
 
+@needs_torch
 def test_every_manifest_eprpipe_writes_passes() -> None:
     from eprpipe import __version__
     from eprpipe.plugins.manager import architectures, datasets
@@ -485,7 +476,7 @@ def test_the_valid_vectors_pass() -> None:
 def test_every_command_rejects_a_broken_key(
     manifest: dict, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path, offset = write(tmp_path, canonical(manifest))
+    path, offset = write(tmp_path, canonical_json(manifest))
     assert_rejected(path, offset, problem, capsys)
     report = validate_bytes(path.read_bytes())
     assert [(v.code, v.section, v.offset) for v in report.violations] == [
@@ -497,7 +488,7 @@ def test_every_command_rejects_a_broken_key(
 def test_decode_and_eval_reject_what_the_attacker_sent(
     manifest: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path, offset = write(tmp_path, canonical(manifest))
+    path, offset = write(tmp_path, canonical_json(manifest))
     onnx_path = tmp_path / "model.onnx"
     line = one_line_error(capsys, main(["decode", str(path), "-o", str(onnx_path)]), "decode")
     assert f"section META, offset {offset}" in line
@@ -510,7 +501,7 @@ def test_decode_and_eval_reject_what_the_attacker_sent(
 def test_every_command_reads_a_kept_manifest(
     manifest: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path, _ = write(tmp_path, canonical(manifest))
+    path, _ = write(tmp_path, canonical_json(manifest))
     assert main(["info", str(path)]) == 0
     capsys.readouterr()
     assert main(["info", "--json", str(path)]) == 0
@@ -554,7 +545,7 @@ def test_a_paired_surrogate_escape_is_read_though_not_canonical(
 
 
 def info_text(tmp_path: Path, manifest: dict, capsys: pytest.CaptureFixture[str]) -> str:
-    path, _ = write(tmp_path, canonical(manifest))
+    path, _ = write(tmp_path, canonical_json(manifest))
     assert main(["info", str(path)]) == 0
     return capsys.readouterr().out
 
@@ -631,6 +622,7 @@ def test_a_normal_file_reports_as_before() -> None:
     ) in text
 
 
+@needs_torch
 def test_compress_refuses_a_model_it_could_not_describe_before_training(tmp_path: Path) -> None:
     """Three channels with one mean: the manifest would be rejected, so nothing is trained."""
     import torch

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import sys
 import time
 import tracemalloc
 import zlib
@@ -21,17 +20,17 @@ import pytest
 
 from eprpipe.cli import main
 from eprpipe.errors import EprError, FormatError
-from eprpipe.format.bitio import svarint, uvarint
+from eprpipe.format.bitio import uvarint
 from eprpipe.format.container import decode_container, read_epr
 from eprpipe.format.limits import ReadLimits
 from eprpipe.format.sources import open_regular
-from eprpipe.format.structures import RDFT_BODY
+from eprpipe.format.testing.records import constant_record, raw_record
+from eprpipe.format.testing.sections import assemble, split
+from eprpipe.format.testing.vectors import base_file, with_records
 from eprpipe.format.validate import validate_bytes, validate_file
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID = ROOT / "spec" / "vectors" / "valid" / "conv-rdft.epr"
-sys.path.insert(0, str(ROOT / "tools"))
-from make_vectors import _base, _head, _scalar_head, _with_tens, assemble, split  # noqa: E402
 
 COMMANDS = (
     ["validate"],
@@ -150,16 +149,11 @@ def test_an_optional_section_is_checksummed_in_chunks_never_loaded(tmp_path: Pat
     assert [v.code for v in validate_file(path).violations] == ["bad-checksum"]
 
 
-def _constant_record(name: bytes, dims: tuple[int, ...]) -> bytes:
-    """A scalar record whose latents are one CONSTANT 0 group: two bytes for any size."""
-    return _scalar_head(name, dims) + b"\x00" + svarint(0)
-
-
 def test_padding_and_optional_sections_buy_no_element_allowance() -> None:
     """2**21 elements need 4 KiB of counted bytes; 256 KiB of padding or skipped section bytes
     do not count, the same 4 KiB as a raw tensor in TENS do."""
-    record = _constant_record(b"w", (1 << 11, 1 << 10))
-    data, _ = _with_tens(record)
+    record = constant_record(b"w", (1 << 11, 1 << 10))
+    data, _ = with_records(record)
     for padded in (
         _with_optional(data, 256 << 10),
         assemble([*split(data), *((b"PD%02d" % i, 0, b"x") for i in range(60))], alignment=12),
@@ -168,32 +162,28 @@ def test_padding_and_optional_sections_buy_no_element_allowance() -> None:
         with pytest.raises(FormatError, match="more than the 1048576 left") as info:
             decode_container(padded)
         assert info.value.code == "limit-exceeded"
-    raw = _head(b"r", 0, (4096,)) + bytes([7]) + bytes(4096)  # uint8, counted: in TENS
-    paid, _ = _with_tens(record + raw, count=2)
+    raw = raw_record(b"r", np.zeros(4096, np.uint8))  # counted: in TENS
+    paid, _ = with_records(record + raw, count=2)
     assert decode_container(paid)[0].tensors[0].latents.shape == (1 << 11, 1 << 10)
-
-
-def _rdft_constant(dims: tuple[int, int, int, int]) -> bytes:
-    steps = np.full(dims[2] * dims[3], 0.25, dtype=np.float16)
-    body = RDFT_BODY.write({"steps": steps, "layout": 0}, {"dims": dims, "kind": 2})
-    return _head(b"k", 2, dims) + body + b"\x00" + svarint(0)
 
 
 def test_large_rdft_kernels_cost_their_decoding_passes() -> None:
     """2**20 elements are free to any file as scalars; as 64x64 kernels they cost 16 each."""
-    scalar, _ = _with_tens(_constant_record(b"w", (256, 4096)))
+    scalar, _ = with_records(constant_record(b"w", (256, 4096)))
     assert decode_container(scalar)[0].tensors[0].latents.size == 1 << 20
-    kernels, start = _with_tens(_rdft_constant((16, 16, 64, 64)))
+    kernels, start = with_records(constant_record(b"k", (16, 16, 64, 64), rdft=True))
     with pytest.raises(FormatError, match="16777216 elements, more than") as info:
         decode_container(kernels)
     assert (info.value.code, info.value.offset) == ("limit-exceeded", start)
-    small, _ = _with_tens(_rdft_constant((16, 16, 8, 8)))  # ceil(16 / 8) = 2 per element
+    small, _ = with_records(
+        constant_record(b"k", (16, 16, 8, 8), rdft=True)
+    )  # ceil(16 / 8) = 2 per element
     assert decode_container(small)[0].tensors[0].latents.shape == (16, 16, 8, 8)
 
 
 def test_the_record_count_is_bounded_before_any_record_is_read() -> None:
-    records = b"".join(_head(b"r%d" % i, 0, (1,)) + bytes([7, 1]) for i in range(3))
-    data, start = _with_tens(records, count=(1 << 16) + 1)
+    records = b"".join(raw_record(b"r%d" % i, np.ones(1, np.uint8)) for i in range(3))
+    data, start = with_records(records, count=(1 << 16) + 1)
     count_at = start - len(uvarint((1 << 16) + 1))
     began = time.perf_counter()
     with pytest.raises(FormatError, match="65537 records, more than the limit 65536") as info:
@@ -222,7 +212,7 @@ def test_a_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
 
 
 def test_in_memory_and_file_reads_agree(tmp_path: Path) -> None:
-    data = _with_optional(_base(), 1000, alignment=6)
+    data = _with_optional(base_file(), 1000, alignment=6)
     path = tmp_path / "aligned.epr"
     path.write_bytes(data)
     from_file, file_sizes = read_epr(path)

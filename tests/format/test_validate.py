@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from eprpipe.cli import main
 from eprpipe.format.bitio import uvarint
+from eprpipe.format.testing.records import constant_record
+from eprpipe.format.testing.sections import Container, replace_section, zstd
+from eprpipe.format.testing.vectors import base_file
 from eprpipe.format.validate import validate_bytes, validate_file
 
 VECTORS = Path(__file__).resolve().parents[2] / "spec" / "vectors"
-sys.path.insert(0, str(VECTORS.parents[1] / "tools"))
-from make_vectors import _base, replace_section, zstd  # noqa: E402
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -40,7 +40,7 @@ def test_one_invalid_file_fails_the_run(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_defects_in_several_sections_are_all_reported(tmp_path: Path) -> None:
-    data = replace_section(_base(), b"META", zstd(b'{"a":1,"a":2}'))
+    data = replace_section(base_file(), b"META", zstd(b'{"a":1,"a":2}'))
     data = replace_section(data, b"TENS", uvarint(1) + uvarint(0))
     path = tmp_path / "two.epr"
     path.write_bytes(data)
@@ -88,13 +88,9 @@ def test_read_limits_can_be_raised_from_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A third-party file declaring 2^21 elements in a few hundred bytes: over the default."""
-    from make_vectors import _scalar_head, split
-
-    from eprpipe.format.bitio import svarint
-
-    base = _base()
-    tens = next(body for tag, _, body in split(base) if tag == b"TENS")
-    extra = _scalar_head(b"extra", (1 << 11, 1 << 10)) + b"\x00" + svarint(0)  # CONSTANT 0
+    base = base_file()
+    tens = Container.of(base).body(b"TENS")
+    extra = constant_record(b"extra", (1 << 11, 1 << 10), 0)
     path = tmp_path / "dense.epr"
     path.write_bytes(replace_section(base, b"TENS", uvarint(tens[0] + 1) + tens[1:] + extra))
     code, out, _ = run(["validate", str(path)], capsys)
