@@ -1,7 +1,7 @@
 """The `eprpipe` command: a thin layer over the API.
 
-Torch is imported only by the commands that train (`compress`, `demo`, `plugins`); `decode`,
-`eval` and `info` run on machines that have only the deployment dependencies.
+Torch is imported only by the commands that train (`compress`, `demo`); `decode`, `eval`,
+`info`, `validate` and `plugins` run on machines that have only the deployment dependencies.
 """
 
 from __future__ import annotations
@@ -11,10 +11,15 @@ import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eprpipe import __version__
 from eprpipe.errors import EprError
+
+if TYPE_CHECKING:
+    from eprpipe.train.config import TrainConfig
 
 DEMO_ARCHITECTURE = "lenet5-caffe"
 DEMO_DATASET = "digits"
@@ -22,36 +27,97 @@ DEMO_EPOCHS = 80
 DEMO_LAMBDA = 16.0
 
 
-def _add_training_options(parser: argparse.ArgumentParser) -> None:
+def _demo_defaults() -> TrainConfig:
+    """TrainConfig's defaults with the demo's epochs and λ."""
+    from eprpipe.train.config import DEFAULTS
+
+    return dataclasses.replace(DEFAULTS, epochs=DEMO_EPOCHS, lam=DEMO_LAMBDA)
+
+
+def _add_training_options(parser: argparse.ArgumentParser, epochs: str, lam: str) -> None:
+    """The TrainConfig fields a user sets, with TrainConfig's defaults shown in --help.
+
+    `--epochs` and `--lambda` default to None, which `_training_config` reads as the command's
+    own default (`epochs` and `lam` say what it is): `compress` without an architecture runs
+    the demo, whose defaults differ.
+    """
+    from eprpipe.train.config import DEFAULTS, Decoder, Prior, Schedule
+
+    def values(choice: type[Enum]) -> list[str]:
+        return [member.value for member in choice]
+
     parser.add_argument(
         "--lambda",
         dest="lam",
         type=float,
         default=None,
-        help="rate weight λ: nats of task loss per bit per parameter",
+        help=f"rate weight λ: nats of task loss per bit per parameter (default: {lam})",
     )
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.05, help="Adam LR of the latents")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"passes over the training data (default: {epochs})",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULTS.batch_size,
+        help="examples per training step (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=DEFAULTS.lr,
+        help="Adam LR of the latents (default: %(default)s)",
+    )
     parser.add_argument(
         "--decoder-lr",
         type=float,
-        default=1e-3,
-        help="Adam LR of the parameter decoders (log steps)",
+        default=DEFAULTS.decoder_lr,
+        help="Adam LR of the parameter decoders (log steps) (default: %(default)s)",
     )
     parser.add_argument(
-        "--prior-lr", type=float, default=1e-3, help="Adam LR of the probability models"
+        "--prior-lr",
+        type=float,
+        default=DEFAULTS.prior_lr,
+        help="Adam LR of the probability models (default: %(default)s)",
     )
-    parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
+    parser.add_argument(
+        "--schedule",
+        choices=values(Schedule),
+        default=DEFAULTS.schedule.value,
+        help="learning-rate schedule (default: %(default)s)",
+    )
     parser.add_argument(
         "--decoder",
-        choices=("rdft", "sq"),
-        default="rdft",
-        help="rdft: frequency-domain decoder for k×k kernels; sq: scalar only",
+        choices=values(Decoder),
+        default=DEFAULTS.decoder.value,
+        help="rdft: frequency-domain decoder for k×k kernels; sq: scalar only "
+        "(default: %(default)s)",
     )
-    parser.add_argument("--prior", choices=("factorized", "logistic"), default="factorized")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--prior",
+        choices=values(Prior),
+        default=DEFAULTS.prior.value,
+        help="density of the rate term (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--init-step",
+        type=float,
+        default=DEFAULTS.init_step,
+        metavar="STEP",
+        help="initial step size of every parameter decoder (default: %(default).4g)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULTS.seed,
+        help="seed of every random draw (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N (default: %(default)s)"
+    )
     parser.add_argument(
         "--no-baseline",
         action="store_true",
@@ -69,10 +135,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-every",
         type=int,
-        default=1,
+        default=DEFAULTS.eval_every,
         metavar="N",
-        help="measure the test error after every N-th epoch and the last (default 1; 0: only "
-        "the final measurement on the decoded ONNX model)",
+        help="measure the test error after every N-th epoch and the last (default: "
+        "%(default)s; 0: only the final measurement on the decoded ONNX model)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -132,6 +198,9 @@ def _read_limits(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eprpipe.train.config import DEFAULTS
+
+    demo_defaults = _demo_defaults()
     parser = argparse.ArgumentParser(
         prog="eprpipe",
         description="Compress neural networks with Entropy Penalized Reparameterization.",
@@ -143,13 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("architecture", nargs="?", help="a registered architecture")
     compress.add_argument("--dataset", help="a registered dataset")
     compress.add_argument("-o", "--output", type=Path, help="the .epr file to write")
-    _add_training_options(compress)
+    _add_training_options(
+        compress,
+        epochs=f"{DEFAULTS.epochs}; without ARCHITECTURE, the demo's {demo_defaults.epochs}",
+        lam=f"{DEFAULTS.lam:g}; without ARCHITECTURE, the demo's {demo_defaults.lam:g}",
+    )
 
     demo = commands.add_parser(
         "demo", help=f"compress {DEMO_ARCHITECTURE} on the bundled {DEMO_DATASET} data"
     )
     demo.add_argument("-o", "--output", type=Path, default=Path("demo.epr"))
-    _add_training_options(demo)
+    _add_training_options(demo, epochs=str(demo_defaults.epochs), lam=f"{demo_defaults.lam:g}")
 
     decode = commands.add_parser("decode", help="turn an .epr file into an ONNX model")
     decode.add_argument("file", type=Path)
@@ -195,17 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _training_config(args: argparse.Namespace, epochs: int, lam: float):
-    from eprpipe.train.loop import TrainConfig
-
-    return TrainConfig(
-        epochs=args.epochs if args.epochs is not None else epochs,
+def _training_config(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
+    """`defaults` with what the command line sets (--epochs and --lambda where given)."""
+    return dataclasses.replace(
+        defaults,
+        epochs=args.epochs if args.epochs is not None else defaults.epochs,
         batch_size=args.batch_size,
-        lam=args.lam if args.lam is not None else lam,
+        lam=args.lam if args.lam is not None else defaults.lam,
         lr=args.lr,
         decoder_lr=args.decoder_lr,
         prior_lr=args.prior_lr,
         schedule=args.schedule,
+        decoder=args.decoder,
+        prior=args.prior,
+        init_step=args.init_step,
         seed=args.seed,
         device=args.device,
         bf16=args.bf16,
@@ -215,13 +291,24 @@ def _training_config(args: argparse.Namespace, epochs: int, lam: float):
 
 
 def _compress(
-    args: argparse.Namespace, architecture: str, dataset: str, output: Path, epochs: int, lam: float
+    args: argparse.Namespace,
+    architecture: str,
+    dataset: str,
+    output: Path,
+    defaults: TrainConfig,
 ) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:  # a deploy-only install: say so in one line, not a traceback
+        raise EprError(
+            f"{args.command} trains with torch, which is not installed here: "
+            "pip install torch==2.13.0, then pip install 'eprpipe[train]'"
+        ) from None
     from eprpipe.report import compress_report
     from eprpipe.train.api import compress_registered
     from eprpipe.train.checkpoint import CheckpointPolicy
 
-    config = _training_config(args, epochs, lam)
+    config = _training_config(args, defaults)
     checkpoint = CheckpointPolicy(
         path=args.checkpoint or output.with_name(output.name + ".ckpt"),
         every_steps=args.checkpoint_every,
@@ -236,8 +323,6 @@ def _compress(
         config=config,
         init_from=args.init_from,
         augment=not args.no_augment,
-        decoder=args.decoder,
-        prior=args.prior,
         baseline=not args.no_baseline,
         checkpoint=checkpoint,
         workers=args.workers,
@@ -256,21 +341,22 @@ def cmd_compress(args: argparse.Namespace) -> int:
         raise EprError(
             "compress needs ARCHITECTURE, --dataset and -o FILE.epr (or no arguments: the demo)"
         )
-    return _compress(args, args.architecture, args.dataset, args.output, 20, 0.5)
+    from eprpipe.train.config import DEFAULTS
+
+    return _compress(args, args.architecture, args.dataset, args.output, DEFAULTS)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     output = args.output or Path("demo.epr")
     print(f"eprpipe demo: {DEMO_ARCHITECTURE} on the {DEMO_DATASET} data bundled with scikit-learn")
-    return _compress(args, DEMO_ARCHITECTURE, DEMO_DATASET, output, DEMO_EPOCHS, DEMO_LAMBDA)
+    return _compress(args, DEMO_ARCHITECTURE, DEMO_DATASET, output, _demo_defaults())
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from eprpipe.deploy.decode import decode_file, save_onnx
+    from eprpipe.format.api import write_onnx
 
-    model = decode_file(args.file, _read_limits(args))
-    save_onnx(model, args.output, inputs=(args.file,))  # refuses devices, FIFOs, the input
-    print(f"wrote {args.output} ({model.ByteSize():,} bytes)")
+    written = write_onnx(args.file, args.output, limits=_read_limits(args))  # refuses the input
+    print(f"wrote {written} ({written.stat().st_size:,} bytes)")
     return 0
 
 

@@ -15,7 +15,7 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -69,8 +69,7 @@ def _run_job(job: Job, data_dir: str, out_dir: str) -> dict:
         "mnist",
         path,
         data_dir=Path(data_dir),
-        config=config,
-        decoder=job.decoder,
+        config=replace(config, decoder=job.decoder),
         baseline=False,
     )
     sizes = result.sizes

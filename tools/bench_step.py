@@ -18,6 +18,7 @@ import statistics
 import torch
 
 from eprpipe.plugins.manager import get_architecture
+from eprpipe.train.config import DEFAULTS, Decoder
 from eprpipe.train.steptime import time_steps
 
 
@@ -28,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=30, help="timed steps of each kind")
     parser.add_argument("--rounds", type=int, default=1, help="measurements, each fresh")
-    parser.add_argument("--decoder", choices=("rdft", "sq"), default="rdft")
+    parser.add_argument(
+        "--decoder", choices=[d.value for d in Decoder], default=DEFAULTS.decoder.value
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -30,7 +30,7 @@ export PYTHONUNBUFFERED=1
     python3 -m pip install --quiet --no-index --find-links .wheels constriction zstandard
     python3 -m pip install --quiet --no-deps --no-build-isolation -e .
     python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-    python3 -m pytest -q -p no:cacheprovider tests/test_devices.py tests/test_cifar.py -k "cuda or device"
+    python3 -m pytest -q -p no:cacheprovider tests/train/test_devices.py tests/data/test_cifar.py -k "cuda or device"
     for arch in resnet20 vgg16-cifar; do
         python3 tools/bench_step.py "$arch" --device cuda --repeats 30 --rounds 3
     done

@@ -21,11 +21,8 @@ if TYPE_CHECKING:
         compress_module,
         compress_registered,
     )
-    from eprpipe.train.loop import (
-        History,
-        TensorData,
-        TrainConfig,
-    )
+    from eprpipe.train.config import DEFAULTS, Decoder, Prior, RateEstimator, Schedule, TrainConfig
+    from eprpipe.train.loop import History, TensorData
 
 _EXPORTS = {
     "CompressResult": "eprpipe.train.api",
@@ -34,7 +31,12 @@ _EXPORTS = {
     "compress_registered": "eprpipe.train.api",
     "History": "eprpipe.train.loop",
     "TensorData": "eprpipe.train.loop",
-    "TrainConfig": "eprpipe.train.loop",
+    "DEFAULTS": "eprpipe.train.config",
+    "Decoder": "eprpipe.train.config",
+    "Prior": "eprpipe.train.config",
+    "RateEstimator": "eprpipe.train.config",
+    "Schedule": "eprpipe.train.config",
+    "TrainConfig": "eprpipe.train.config",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -30,6 +30,7 @@ from eprpipe.format.manifest import check_manifest
 from eprpipe.plugins.manager import get_architecture, get_dataset
 from eprpipe.train.buffers import BufferChoice, compact_buffers
 from eprpipe.train.checkpoint import Checkpointer, CheckpointPolicy, identity_of
+from eprpipe.train.config import RateEstimator, TrainConfig
 from eprpipe.train.distributed import World, assemble, init_world, own_range, sum_over_processes
 from eprpipe.train.export import INPUT_NAME, OUTPUT_NAME, weightless_graph
 from eprpipe.train.loader import FileData, cores_per_process
@@ -37,15 +38,15 @@ from eprpipe.train.loop import (
     Data,
     History,
     TensorData,
-    TrainConfig,
     error_rate,
     train_epr,
     train_plain,
 )
-from eprpipe.train.reparam import DEFAULT_INIT_STEP, EPRModel, RdftDecoder
+from eprpipe.train.reparam import EPRModel, RdftDecoder
 from eprpipe.train.weights import load_into
 
 HELD_OUT_EXAMPLES = 1000
+MOVED_TO_CONFIG = ("decoder", "prior", "init_step")  # keywords of 0.1, TrainConfig fields now
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,9 @@ def _records(model: EPRModel, state: dict[str, torch.Tensor]) -> list[container.
     for tensor in model.tensors:
         if isinstance(tensor.decoder, RdftDecoder):
             steps = tensor.decoder.steps().detach().cpu().numpy().astype(np.float16)
-            decoder = container.RdftDecoder(steps=steps)
+            decoder = container.RdftDecoderParams(steps=steps)
         else:
-            decoder = container.ScalarDecoder(step=float(tensor.decoder.step().detach()))
+            decoder = container.ScalarDecoderParams(step=float(tensor.decoder.step().detach()))
         records.append(
             container.TensorRecord(
                 name=tensor.name,
@@ -206,6 +207,16 @@ def _examples(split: Prepared) -> int:
     return len(split) if isinstance(split, ImageFiles) else len(split[1])
 
 
+def _refuse_moved(function: str, keywords: dict[str, object]) -> None:
+    """A TypeError that says where a keyword of 0.1 went, before any work is done."""
+    for name in MOVED_TO_CONFIG:
+        if name in keywords:
+            raise TypeError(
+                f"{name}= is no longer a keyword of {function}(): it is a TrainConfig field, "
+                f"so pass config=TrainConfig({name}=...)"
+            )
+
+
 def compress_module(
     net: nn.Module,
     train: Prepared,
@@ -215,15 +226,13 @@ def compress_module(
     input_spec: InputSpec,
     classes: tuple[str, ...],
     config: TrainConfig,
-    decoder: str = "rdft",
-    prior: str = "factorized",
-    init_step: float = DEFAULT_INIT_STEP,
     baseline: bool = True,
     architecture: str = "custom",
     dataset: str = "custom",
     checkpoint: CheckpointPolicy | None = None,
     compact: bool = True,
     workers: int | None = None,
+    **unknown: object,
 ) -> CompressResult:
     """Train `net` with EPR on `train`, write `output`.
 
@@ -237,7 +246,11 @@ def compress_module(
     that was stopped; the checkpoint is removed once `output` is written. With `compact`,
     float tensors EPR does not train (BatchNorm statistics) are quantized where that keeps the
     predictions on the last HELD_OUT_EXAMPLES training examples (see eprpipe.train.buffers).
+    Every training choice (decoder, prior, initial step, …) is a field of `config`.
     """
+    _refuse_moved("compress_module", unknown)
+    for name in unknown:
+        raise TypeError(f"compress_module() got an unexpected keyword argument {name!r}")
     started = time.perf_counter()
     output = Path(output)
     check_writable(output)
@@ -254,14 +267,14 @@ def compress_module(
     test_data = _training_data(test, input_spec, config.device, workers)
 
     run = Checkpointer(checkpoint, identity_of(
-        config, architecture=architecture, dataset=dataset, decoder=decoder, prior=prior,
-        init_step=init_step, baseline=baseline, train_examples=_examples(train),
+        config, architecture=architecture, dataset=dataset, baseline=baseline,
+        train_examples=_examples(train),
     )) if checkpoint else None  # fmt: skip
     baseline_error = _baseline_error(net, train_data, test_data, config, run) if baseline else None
-    model = EPRModel(net, decoder=decoder, prior=prior, init_step=init_step)
+    model = EPRModel(net, decoder=config.decoder, prior=config.prior, init_step=config.init_step)
     history = train_epr(model, train_data, test_data, config, run)
     with torch.no_grad():
-        rate_estimate = float(model.rate_bits("round"))
+        rate_estimate = float(model.rate_bits(RateEstimator.ROUND))
     buffers = _buffers(net)
     records = _records(model, buffers)
     names = {record.name for record in records}
@@ -276,8 +289,8 @@ def compress_module(
             "lambda": config.lam,
             "epochs": config.epochs,
             "batch_size": config.batch_size,
-            "decoder": decoder,
-            "prior": prior,
+            "decoder": config.decoder.value,
+            "prior": config.prior.value,
             "seed": config.seed,
             "augmentation": config.augmentation,
         },
@@ -340,8 +353,10 @@ def compress_registered(
 
     `init_from` names weights the architecture already has (safetensors or a torch state
     dict): EPR then starts from them, which is how a trained model is compressed. The
-    dataset's train-time augmentation is used unless `augment` is False.
+    dataset's train-time augmentation is used unless `augment` is False. `options` are
+    `compress_module`'s.
     """
+    _refuse_moved("compress_registered", options)
     arch = get_architecture(architecture)
     spec = get_dataset(dataset)
     check_writable(Path(output), inputs=(init_from,) if init_from else ())

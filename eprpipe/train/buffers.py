@@ -50,7 +50,7 @@ def quantize(record: container.TensorRecord, bits: int) -> container.TensorRecor
     if not 2.0**-14 <= step <= 2.0**15:
         return None
     latents = np.rint(values / step).astype(np.int64)
-    decoder = container.ScalarDecoder(step=float(as_float16(step, f"{record.name}: step")))
+    decoder = container.ScalarDecoderParams(step=float(as_float16(step, f"{record.name}: step")))
     return container.TensorRecord(record.name, record.shape, "float32", decoder, latents, None)
 
 

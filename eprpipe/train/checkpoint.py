@@ -14,6 +14,7 @@ import dataclasses
 import io
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import torch
@@ -136,8 +137,15 @@ def restore_rng(state: dict) -> None:
 
 
 def identity_of(config: object, **extra: object) -> dict:
-    """A run's settings as plain data, for the mismatch check on resume."""
-    fields = dataclasses.asdict(config)
+    """A run's settings as plain data, for the mismatch check on resume.
+
+    Modes are stored by their strings: `torch.load(weights_only=True)` reads no enumerations,
+    and checkpoints of eprpipe 0.1, which had no enumerations, keep their identity.
+    """
+    fields = {
+        name: value.value if isinstance(value, Enum) else value
+        for name, value in dataclasses.asdict(config).items()
+    }
     # A run may resume elsewhere, with or without a bar, measuring its test error more or less
     # often: none of these changes what it trains.
     for free in ("progress", "device", "eval_every"):

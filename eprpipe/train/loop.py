@@ -25,6 +25,7 @@ from eprpipe.errors import EprError
 from eprpipe.train.allocator import keep_freed_memory
 from eprpipe.train.augment import AUGMENTATIONS, augment
 from eprpipe.train.checkpoint import Checkpointer, restore_rng, rng_state
+from eprpipe.train.config import Schedule, TrainConfig
 from eprpipe.train.distributed import (
     World,
     current_world,
@@ -35,43 +36,6 @@ from eprpipe.train.distributed import (
 )
 from eprpipe.train.memformat import batch_format, in_format
 from eprpipe.train.reparam import EPRModel
-
-SCHEDULES = ("cosine", "constant")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a training run. Defaults suit the MNIST LeNets on a CPU."""
-
-    epochs: int = 20
-    batch_size: int = 128
-    lam: float = 0.5
-    lr: float = 0.05
-    decoder_lr: float = 1e-3
-    prior_lr: float = 1e-3
-    plain_lr: float = 1e-3
-    schedule: str = "cosine"
-    rate_estimator: str = "noise"
-    augmentation: str | None = None  # see Data.check_augmentation
-    bf16: bool = False  # forward pass under bfloat16 autocast; rate term and updates in float32
-    eval_every: int = 1  # test error after every N-th epoch and the last; 0: only the final one
-    seed: int = 0
-    device: str = "cpu"
-    progress: bool = True
-
-    def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise EprError("epochs and batch size must be at least 1")
-        if self.eval_every < 0:
-            raise EprError(
-                f"eval_every must be ≥ 0 (0: no test error during training), got {self.eval_every}"
-            )
-        if self.lam < 0 or not math.isfinite(self.lam):
-            raise EprError(f"λ must be a finite number ≥ 0, got {self.lam}")
-        if self.schedule not in SCHEDULES:
-            raise EprError(f"unknown schedule {self.schedule!r}; choose {', '.join(SCHEDULES)}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise EprError("--device cuda asked for, but torch sees no CUDA device")
 
 
 @dataclass
@@ -216,7 +180,7 @@ def error_rate(
 
 
 def _schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int):
-    if config.schedule == "constant":
+    if config.schedule is Schedule.CONSTANT:
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step / steps, 1.0)))

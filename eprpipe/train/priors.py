@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eprpipe.train.config import Prior
+
 _LOG2 = math.log(2.0)
 
 
@@ -109,7 +111,10 @@ class LogisticDensity(nn.Module):
         return x / self.log_scale.exp()
 
 
-PRIORS: dict[str, type[nn.Module]] = {"factorized": FactorizedDensity, "logistic": LogisticDensity}
+PRIORS: dict[Prior, type[nn.Module]] = {
+    Prior.FACTORIZED: FactorizedDensity,
+    Prior.LOGISTIC: LogisticDensity,
+}
 
 
 GRID_POINTS_PER_UNIT = 4

@@ -20,11 +20,8 @@ from torch.nn.utils import parametrize
 
 from eprpipe.errors import EprError
 from eprpipe.format.paramdecode import rdft_basis
+from eprpipe.train.config import DEFAULTS, Decoder, Prior, RateEstimator
 from eprpipe.train.priors import PRIORS, interpolated_bits
-
-DECODERS = ("rdft", "sq")
-RATE_ESTIMATORS = ("noise", "ste", "round")
-DEFAULT_INIT_STEP = math.exp(-4.0)
 
 
 def ste_round(x: torch.Tensor) -> torch.Tensor:
@@ -159,8 +156,8 @@ class ReparameterizedTensor:
         return self.latent.numel()
 
 
-def _uses_rdft(param: torch.Tensor, decoder: str) -> bool:
-    return decoder == "rdft" and param.ndim == 4 and param.shape[2] * param.shape[3] > 1
+def _uses_rdft(param: torch.Tensor, decoder: Decoder) -> bool:
+    return decoder is Decoder.RDFT and param.ndim == 4 and param.shape[2] * param.shape[3] > 1
 
 
 def _latent_init_scale(latent: torch.Tensor) -> float:
@@ -171,23 +168,22 @@ class EPRModel(nn.Module):
     """Wraps a module so that every parameter tensor is reparameterized and entropy penalized.
 
     :param net: any module; its parameters are replaced in place by latent parametrizations.
-    :param decoder: "rdft" (frequency-domain decoder for k×k kernels, scalar elsewhere) or "sq".
-    :param prior: "factorized" (Ballé et al. 2018) or "logistic".
+    :param decoder: `Decoder.RDFT` (frequency-domain decoder for k×k kernels, scalar elsewhere)
+        or `Decoder.SQ`, or the string naming one; the default is TrainConfig's.
+    :param prior: `Prior.FACTORIZED` (Ballé et al. 2018) or `Prior.LOGISTIC`, or its name.
+    :param init_step: every decoder step at the start.
     """
 
     def __init__(
         self,
         net: nn.Module,
         *,
-        decoder: str = "rdft",
-        prior: str = "factorized",
-        init_step: float = DEFAULT_INIT_STEP,
+        decoder: Decoder | str = DEFAULTS.decoder,
+        prior: Prior | str = DEFAULTS.prior,
+        init_step: float = DEFAULTS.init_step,
     ):
         super().__init__()
-        if decoder not in DECODERS:
-            raise EprError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
-        if prior not in PRIORS:
-            raise EprError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
+        decoder, prior = Decoder.parse(decoder), Prior.parse(prior)
         self.net = net
         self.tensors: list[ReparameterizedTensor] = []
         group_ids, scales = [], []
@@ -230,19 +226,18 @@ class EPRModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(t.numel() for t in self.tensors)
 
-    def rate_bits(self, estimator: str = "round") -> torch.Tensor:
+    def rate_bits(self, estimator: RateEstimator | str = RateEstimator.ROUND) -> torch.Tensor:
         """Σ −log2 q over all latents, as the training rate term or the report's estimate.
 
         "noise": q evaluated at φ + U(−½, ½), the paper's differentiable proxy. "ste": q at
         round(φ) with a straight-through gradient, the rate of what is actually coded.
         "round": q at round(φ), no gradient to the latents (for reports).
         """
-        if estimator not in RATE_ESTIMATORS:
-            raise EprError(f"unknown rate estimator {estimator!r}")
+        estimator = RateEstimator.parse(estimator)
         latents = torch.cat([t.latent.reshape(-1) for t in self.tensors])
-        if estimator == "noise":
+        if estimator is RateEstimator.NOISE:
             latents = latents + torch.empty_like(latents).uniform_(-0.5, 0.5)
-        elif estimator == "ste":
+        elif estimator is RateEstimator.STE:
             latents = ste_round(latents)
         else:  # exact: integer values on a grid of one point per unit
             return interpolated_bits(self.prior, torch.round(latents).detach(), self.group_ids, 1)

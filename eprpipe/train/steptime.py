@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from eprpipe.train.allocator import keep_freed_memory
-from eprpipe.train.loop import TrainConfig, epr_optimizer, plain_optimizer
+from eprpipe.train.config import DEFAULTS, Decoder, RateEstimator, TrainConfig
+from eprpipe.train.loop import epr_optimizer, plain_optimizer
 from eprpipe.train.memformat import batch_format, in_format
 from eprpipe.train.reparam import EPRModel
 
@@ -54,7 +55,7 @@ def _stepper(
     def step() -> None:
         loss = F.cross_entropy(model(images), labels)
         if rate_weight:
-            loss = loss + rate_weight * model.rate_bits("noise")
+            loss = loss + rate_weight * model.rate_bits(RateEstimator.NOISE)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -67,7 +68,7 @@ def time_steps(
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
-    decoder: str = "rdft",
+    decoder: Decoder | str = DEFAULTS.decoder,
     repeats: int = 20,
 ) -> StepTimes:
     """Median step time of `factory()` plainly and under EPR, on the same batch."""

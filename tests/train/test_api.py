@@ -8,8 +8,8 @@ import pytest
 import torch
 from stripes import SmallConvNet, stripes
 
-from eprpipe.deploy.decode import decode_file
 from eprpipe.deploy.evaluate import session
+from eprpipe.format.api import decode
 from eprpipe.format.container import read_epr
 from eprpipe.train.api import InputSpec, compress_module
 from eprpipe.train.loop import TrainConfig
@@ -24,8 +24,8 @@ def compressed(tmp_path_factory):
         net, stripes(512, 0), stripes(256, 1), path,
         input_spec=InputSpec(shape=(1, 6, 6), mean=(0.5,), std=(0.25,)),
         classes=("horizontal", "vertical"),
-        config=TrainConfig(epochs=4, batch_size=32, lam=0.1, progress=False),
-        decoder="rdft", baseline=False,
+        config=TrainConfig(epochs=4, batch_size=32, lam=0.1, decoder="rdft", progress=False),
+        baseline=False,
     )  # fmt: skip
     return net, path, result
 
@@ -36,7 +36,7 @@ def test_every_state_dict_tensor_is_in_the_file(compressed):
     names = {record.name: record for record in contents.tensors}
     expected = set(SmallConvNet().state_dict())
     assert set(names) == expected
-    assert names["conv.weight"].decoder.__class__.__name__ == "RdftDecoder"
+    assert names["conv.weight"].decoder.__class__.__name__ == "RdftDecoderParams"
     # A buffer: quantized on a grid if that kept the held-out predictions (eprpipe.train.buffers).
     assert (names["bn.running_var"].decoder is None) == (result.buffers.bits is None)
     assert names["bn.num_batches_tracked"].raw.dtype == np.int64
@@ -45,7 +45,7 @@ def test_every_state_dict_tensor_is_in_the_file(compressed):
 def test_decoded_onnx_matches_torch_with_the_decoded_weights(compressed):
     _, path, result = compressed
     assert result.evaluation.error < 0.2
-    model = decode_file(path)
+    model = decode(path)
     weights = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
     reference = SmallConvNet().eval()
     reference.load_state_dict(

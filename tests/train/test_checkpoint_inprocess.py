@@ -14,7 +14,9 @@ from eprpipe.train.api import InputSpec, compress_module
 from eprpipe.train.checkpoint import CheckpointPolicy
 from eprpipe.train.loop import TrainConfig
 
-CONFIG = TrainConfig(epochs=3, batch_size=32, lam=0.1, augmentation="crop4-flip", progress=False)
+CONFIG = TrainConfig(
+    epochs=3, batch_size=32, lam=0.1, decoder="rdft", augmentation="crop4-flip", progress=False
+)
 
 
 def _compress(path: Path, policy: CheckpointPolicy | None):
@@ -22,7 +24,7 @@ def _compress(path: Path, policy: CheckpointPolicy | None):
     return compress_module(
         SmallConvNet(), stripes(256, 0), stripes(64, 1), path,
         input_spec=InputSpec(shape=(1, 6, 6), mean=(0.5,), std=(0.25,)),
-        classes=("horizontal", "vertical"), config=CONFIG, decoder="rdft", baseline=True,
+        classes=("horizontal", "vertical"), config=CONFIG, baseline=True,
         checkpoint=policy,
     )  # fmt: skip
 

@@ -24,7 +24,7 @@ from eprpipe.train.loader import FileData
 from eprpipe.train.loop import TensorData, TrainConfig
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-CONFIG = TrainConfig(epochs=3, batch_size=32, lam=0.1, progress=False)
+CONFIG = TrainConfig(epochs=3, batch_size=32, lam=0.1, decoder="rdft", progress=False)
 
 
 @pytest.mark.parametrize("bf16", [False, True])
@@ -37,7 +37,7 @@ def test_training_decodes_what_it_trained(tmp_path: Path, device: str, bf16: boo
     result = compress_module(
         net, stripes(256, 0), stripes(64, 1), tmp_path / "m.epr",
         input_spec=InputSpec(shape=(1, 6, 6), mean=(0.5,), std=(0.25,)),
-        classes=("horizontal", "vertical"), config=config, decoder="rdft", baseline=False,
+        classes=("horizontal", "vertical"), config=config, baseline=False,
     )  # fmt: skip
     assert result.evaluation.error < 0.2
     assert validate_file(tmp_path / "m.epr").valid

@@ -68,14 +68,15 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
 def test_compression_starts_from_the_given_weights(tmp_path: Path, weights) -> None:
     """With every learning rate at 0 the file holds the given weights, quantized."""
     save_file(weights, str(tmp_path / "w.safetensors"))
-    config = TrainConfig(epochs=1, lr=0.0, decoder_lr=0.0, prior_lr=0.0, progress=False)
+    config = TrainConfig(
+        epochs=1, lr=0.0, decoder_lr=0.0, prior_lr=0.0, decoder="sq", progress=False
+    )
     compress_registered(
         "lenet-300-100",
         "digits",
         tmp_path / "m.epr",
         config=config,
         init_from=tmp_path / "w.safetensors",
-        decoder="sq",
         baseline=False,
     )
     contents, _ = read_epr(tmp_path / "m.epr")

@@ -20,7 +20,7 @@ from eprpipe.train.distributed import World
 from eprpipe.train.loader import FileData
 from eprpipe.train.loop import TensorData, TrainConfig
 
-CONFIG = TrainConfig(epochs=2, batch_size=32, lam=0.1, progress=False)
+CONFIG = TrainConfig(epochs=2, batch_size=32, lam=0.1, decoder="rdft", progress=False)
 ONE = World()
 
 
@@ -35,7 +35,7 @@ def _compress(path: Path, train, test, config=CONFIG, **options):
     torch.manual_seed(0)
     return compress_module(
         SmallConvNet(), train, test, path, input_spec=SPEC, classes=CLASSES, config=config,
-        decoder="rdft", baseline=False, **options,
+        baseline=False, **options,
     )  # fmt: skip
 
 
@@ -117,11 +117,11 @@ def test_batch_augmentations_are_refused_for_files(splits) -> None:
 
 
 def test_streamed_evaluation_equals_in_memory(tmp_path: Path, splits) -> None:
-    from eprpipe.deploy.decode import decode_file
+    from eprpipe.format.api import decode
 
     train, test, _, test_files = splits
     _compress(tmp_path / "m.epr", train, test)
-    model = decode_file(tmp_path / "m.epr")
+    model = decode(tmp_path / "m.epr")
     assert evaluate_split(model, test_files) == evaluate_model(model, *test)
 
 
