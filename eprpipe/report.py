@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from eprpipe.format.container import EprContents, RdftDecoder, ScalarDecoder, SizeBreakdown
+from eprpipe.format.container import (
+    EprContents,
+    RdftDecoderParams,
+    ScalarDecoderParams,
+    SizeBreakdown,
+)
 from eprpipe.format.manifest import reported_metrics, untrained_tensors
 
 
 def _decoder_name(decoder: object) -> str:
-    if isinstance(decoder, RdftDecoder):
+    if isinstance(decoder, RdftDecoderParams):
         return "rdft"
-    if isinstance(decoder, ScalarDecoder):
+    if isinstance(decoder, ScalarDecoderParams):
         return "scalar"
     return "raw"
 
@@ -114,10 +120,8 @@ def _tensor_rows(contents: EprContents, sizes: SizeBreakdown) -> list[dict]:
                 "latent_bytes": size.latent_bytes,
                 "table_bytes": size.table_bytes,
                 "decoder_bytes": size.decoder_bytes,
-                "raw_bytes": numel * np.dtype(record.dtype).itemsize
-                if record.latents is None
-                else 0,
-                "bits_per_param": 8 * coded / numel if numel else 0.0,
+                "raw_bytes": size.raw_bytes,
+                "bits_per_param": 8 * (coded + size.raw_bytes) / numel if numel else 0.0,
                 "ideal_bits": size.ideal_bits,
                 "empirical_bits": size.empirical_bits,
                 "trained": record.name not in untrained,
@@ -125,6 +129,43 @@ def _tensor_rows(contents: EprContents, sizes: SizeBreakdown) -> list[dict]:
             }
         )
     return rows
+
+
+# The per-tensor table of `eprpipe info`: header, narrowest width, alignment, cell of a row.
+# Each column widens to its widest cell, so long names and shapes keep the columns aligned.
+_COLUMNS: tuple[tuple[str, int, str, Callable[[dict], str]], ...] = (
+    ("tensor", 24, "<", lambda r: _printable(r["name"])),
+    ("shape", 16, "<", lambda r: "×".join(str(d) for d in r["shape"]) or "scalar"),
+    ("decoder", 7, "<", lambda r: r["decoder"]),
+    ("symbols", 9, ">", lambda r: f"{r['symbols']:,}"),
+    ("nonzero", 8, ">", lambda r: f"{r['nonzero']:,}"),
+    ("latent B", 9, ">", lambda r: f"{r['latent_bytes']:,}"),
+    ("ideal B", 9, ">", lambda r: f"{r['ideal_bits'] / 8:,.1f}"),
+    ("table B", 8, ">", lambda r: f"{r['table_bytes']:,}"),
+    ("dec B", 6, ">", lambda r: f"{r['decoder_bytes']:,}"),
+    ("raw B", 7, ">", lambda r: f"{r['raw_bytes']:,}"),
+    ("bits/param", 10, ">", lambda r: f"{r['bits_per_param']:.4f}"),
+)
+
+
+def _tensor_table(rows: list[dict]) -> list[str]:
+    """The header, a rule and one line per tensor, the kinds of its tables last."""
+    cells = [[header for header, *_ in _COLUMNS]]
+    cells += [[cell(row) for *_, cell in _COLUMNS] for row in rows]
+    widths = [
+        max(narrowest, *(len(line[i]) for line in cells))
+        for i, (_, narrowest, *_) in enumerate(_COLUMNS)
+    ]
+    tables = ["tables", *(row["tables"] for row in rows)]
+    lines = [
+        " ".join(
+            f"{cell:{align}{width}}"
+            for cell, width, (_, _, align, _) in zip(line, widths, _COLUMNS, strict=True)
+        )
+        + f"  {kinds}"
+        for line, kinds in zip(cells, tables, strict=True)
+    ]
+    return [lines[0], "-" * len(lines[0]), *lines[1:]]
 
 
 def info_json(contents: EprContents, sizes: SizeBreakdown) -> dict:
@@ -165,27 +206,14 @@ def info_report(path: Path, contents: EprContents, sizes: SizeBreakdown) -> str:
     rows = _tensor_rows(contents, sizes)
     trained = [r for r in rows if r["decoder"] != "raw" and r["trained"]]
     num_parameters = sum(math.prod(r["shape"]) for r in trained)
-    header = (
-        f"{'tensor':<24} {'shape':<16} {'decoder':<7} {'symbols':>9} {'nonzero':>8} "
-        f"{'latent B':>9} {'ideal B':>9} {'table B':>8} {'dec B':>6} {'bits/param':>10}  tables"
-    )
     architecture, dataset, producer = (
         _printable(manifest.get(key, "?")) for key in ("architecture", "dataset", "producer")
     )
     lines = [
         f"{path}: {architecture} trained on {dataset} by {producer}",
         *_metrics_lines(manifest),
-        header,
-        "-" * len(header),
+        *_tensor_table(rows),
     ]
-    for r in rows:
-        shape = "×".join(str(d) for d in r["shape"]) or "scalar"
-        name = _printable(r["name"])
-        lines.append(
-            f"{name:<24} {shape:<16} {r['decoder']:<7} {r['symbols']:>9,} {r['nonzero']:>8,} "
-            f"{r['latent_bytes']:>9,} {r['ideal_bits'] / 8:>9,.1f} {r['table_bytes']:>8,} "
-            f"{r['decoder_bytes']:>6,} {r['bits_per_param']:>10.4f}  {r['tables']}"
-        )
     lines.append(
         "ideal B: information content of the latents under the stored tables, which the range "
         "coder approaches"

@@ -2,13 +2,15 @@
 
 May import `eprpipe.data`, pluggy and the standard library; torch only for type checking (an
 architecture's factory imports torch when it is called). The manager's functions are exported
-here because `eprpipe.plugins.get_dataset(...)` is how the rest of eprpipe asks for a plugin.
+here, so that a script asks `eprpipe.plugins.get_dataset(name)` without knowing the modules.
 """
 
 from eprpipe.plugins.manager import (
     ENTRY_POINT_GROUP,
+    BrokenPlugin,
     PluginRow,
     architectures,
+    broken_plugins,
     datasets,
     get_architecture,
     get_dataset,
@@ -19,8 +21,10 @@ from eprpipe.plugins.manager import (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "BrokenPlugin",
     "PluginRow",
     "architectures",
+    "broken_plugins",
     "datasets",
     "get_architecture",
     "get_dataset",

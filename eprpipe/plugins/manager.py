@@ -4,12 +4,15 @@ Every plugin, built-in ones included, arrives through an entry point in the ``ep
 nothing here imports a plugin by name. Registries are rebuilt from the hooks on each call
 (cheap: the hooks only build specs), so they never go stale when a plugin is added by hand.
 Asking for datasets calls only the dataset hook, so no architecture plugin gets to import torch.
+An entry point that cannot be loaded (its module is missing or raises) is skipped with one
+logged line naming it and its distribution, and listed as broken: the other plugins still work.
 Set EPRPIPE_TRACE_HOOKS=1 to trace hook calls to stderr.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -21,18 +24,6 @@ from eprpipe.errors import PluginError
 from eprpipe.plugins import hookspecs
 from eprpipe.plugins.registry import ArchitectureSpec, Provider, Registry
 
-__all__ = [
-    "ArchitectureSpec",
-    "PluginRow",
-    "architectures",
-    "datasets",
-    "get_architecture",
-    "get_dataset",
-    "get_plugin_manager",
-    "load_plugins",
-    "plugin_listing",
-]
-
 # kind -> (hook name, spec type); the kind is the word error messages and listings use.
 _KINDS: dict[str, tuple[str, type]] = {
     "architecture": ("register_architectures", ArchitectureSpec),
@@ -41,6 +32,27 @@ _KINDS: dict[str, tuple[str, type]] = {
 
 ENTRY_POINT_GROUP = "eprpipe"
 _pm: pluggy.PluginManager | None = None
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """An installed entry point that could not be loaded or registered, and why."""
+
+    plugin: str  # the entry point's name
+    distribution: str
+    version: str
+    target: str  # what the entry point names, e.g. "eprpipe_toy" or "package.module:object"
+    error: str  # one line: the exception's type and message
+
+    def __str__(self) -> str:
+        return (
+            f"plugin {self.plugin!r} of {self.distribution} {self.version} ({self.target}): "
+            f"{self.error}"
+        )
+
+
+_broken: list[BrokenPlugin] = []
 
 
 def load_plugins() -> None:
@@ -53,11 +65,8 @@ def load_plugins() -> None:
     if os.environ.get("EPRPIPE_TRACE_HOOKS", "0") not in ("", "0"):
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
-    try:
-        _load_entry_points(pm)
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"invalid eprpipe plugin {exc.plugin!r}: {exc}") from exc
+    _broken.clear()
+    _load_entry_points(pm)
     _pm = pm
 
 
@@ -65,22 +74,50 @@ def load_plugins() -> None:
 _distributions: dict[int, tuple[str, str]] = {}
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def _skip(broken: BrokenPlugin) -> None:
+    """Remember a plugin that cannot be used and say so once, in one line."""
+    _broken.append(broken)
+    _log.warning("eprpipe: skipped broken %s", broken)
+
+
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
     """Register every ``eprpipe`` entry point of every installed distribution.
 
     Unlike pluggy's loader this keys plugins by distribution and entry-point name, so two
     distributions may both call an entry point "lenet" without one being silently dropped.
+    An entry point whose module is missing, raises on import or whose hooks do not match
+    their specs is skipped (`broken_plugins`).
     """
+    seen = set()
     for dist in importlib.metadata.distributions():
         for entry_point in dist.entry_points:
             if entry_point.group != ENTRY_POINT_GROUP:
                 continue
             name = f"{dist.metadata['name']}:{entry_point.name}"
-            if pm.get_plugin(name) is not None:
+            if name in seen:
                 continue  # the same distribution found twice on sys.path
-            plugin = entry_point.load()
-            pm.register(plugin, name=name)
-            _distributions[id(plugin)] = (dist.metadata["name"], dist.version)
+            seen.add(name)
+            provider = (dist.metadata["name"], dist.version)
+            try:
+                plugin = entry_point.load()
+                pm.register(plugin, name=name)
+                pm.check_pending()  # a misspelled hook; the plugins before this one passed
+            except Exception as exc:  # third-party code: importing it may raise anything
+                if pm.get_plugin(name) is not None:
+                    pm.unregister(name=name)
+                _skip(BrokenPlugin(entry_point.name, *provider, entry_point.value, _one_line(exc)))
+                continue
+            _distributions[id(plugin)] = provider
+
+
+def broken_plugins() -> list[BrokenPlugin]:
+    """The entry points that were skipped because they could not be loaded."""
+    load_plugins()
+    return list(_broken)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -174,10 +211,14 @@ def plugin_listing() -> list[PluginRow]:
 
     Unlike the registries this does not refuse clashing names: it lists both, so the user sees
     who clashes. A plugin whose hook cannot run here (an architecture plugin on a machine
-    without torch) gets one row named "-" whose description says why.
+    without torch) gets one row named "-" whose description says why, and so does an entry
+    point that could not be loaded at all, as kind "broken".
     """
     pm = get_plugin_manager()
-    rows = []
+    rows = [
+        PluginRow("broken", "-", broken.plugin, broken.distribution, broken.version, broken.error)
+        for broken in broken_plugins()
+    ]
     for kind in _KINDS:
         for plugin in _implementers(pm, kind):
             who = _provider(pm, plugin)
