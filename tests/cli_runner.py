@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from torch_free import PACKAGE_HOME
 
 
 def run_eprpipe(args: list[str], extra_path: Path | None = None) -> subprocess.CompletedProcess:
-    paths = [str(ROOT)] + ([str(extra_path)] if extra_path else [])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    paths = [str(PACKAGE_HOME), str(extra_path or ""), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     return subprocess.run(
         [sys.executable, "-m", "eprpipe", *args],
         capture_output=True,

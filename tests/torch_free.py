@@ -1,4 +1,4 @@
-"""Test helper: run Python code in a fresh interpreter where importing torch fails.
+"""Test helpers for the torch-free side: run code where importing torch fails; skip without it.
 
 The deploy path (decode, evaluate, dataset loaders) must work on machines without torch;
 these tests prove it by making every ``import torch`` raise inside the child process.
@@ -6,13 +6,26 @@ these tests prove it by making every ``import torch`` raise inside the child pro
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+
+import eprpipe
+
+# Where the eprpipe under test lives: the checkout (editable install), or site-packages (the
+# torch-free CI job installs it with `pip install .`). Child processes import the same one.
+PACKAGE_HOME = Path(eprpipe.__file__).resolve().parents[1]
+
+# For the tests that need torch beside ones that do not (a module that needs it throughout
+# calls pytest.importorskip("torch") instead).
+needs_torch = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None, reason="torch is not installed"
+)
 
 BLOCK_TORCH = """
 import sys
@@ -36,9 +49,10 @@ def run_without_torch(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (dedented) with torch blocked, then check no torch module got loaded.
 
-    ``env`` adds environment variables; the repository root is put on PYTHONPATH first.
+    ``env`` adds environment variables; `PACKAGE_HOME` is put on PYTHONPATH first, then the
+    ``PYTHONPATH`` of ``env``, then the inherited one.
     """
-    paths = [str(ROOT), env.pop("PYTHONPATH", "")]
+    paths = [str(PACKAGE_HOME), env.pop("PYTHONPATH", ""), os.environ.get("PYTHONPATH", "")]
     environment = {**os.environ, **env, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     program = BLOCK_TORCH + textwrap.dedent(code) + CHECK_NO_TORCH
     return subprocess.run(

@@ -95,10 +95,13 @@ def encode_group(values: np.ndarray) -> CodedGroup:
     if hi - lo + 1 > MAX_ALPHABET:
         raise EprError(f"latent range {lo}..{hi} needs more than {MAX_ALPHABET} symbols")
     counts = np.bincount(values.astype(np.int64) - lo, minlength=hi - lo + 1)
-    tables = [(GroupKind.QTABLE, fit_table(counts, resolution=r, lo=lo)) for r in MANTISSAS]
+    tables: list[tuple[GroupKind, Table]] = [
+        (GroupKind.QTABLE, fit_table(counts, resolution=r, lo=lo)) for r in MANTISSAS
+    ]
     tables.append((GroupKind.GEOMETRIC, fit_geometric(counts, lo)))
-    candidates = [CodedGroup(kind, table=table) for kind, table in tables]
-    return min(candidates, key=lambda g: 8 * g.table_bytes + _counts_bits(g.table, counts))
+    candidates = [(CodedGroup(kind, table=table), table) for kind, table in tables]
+    best, _ = min(candidates, key=lambda c: 8 * c[0].table_bytes + _counts_bits(c[1], counts))
+    return best
 
 
 def encode_stream(groups: Sequence[CodedGroup], values: Sequence[np.ndarray]) -> np.ndarray:

@@ -51,7 +51,7 @@ class ReadBudget:
         self.elements = limits.element_allowance(file_bytes)
         self.table_symbols = limits.max_table_symbols
 
-    def charge_elements(self, count: int, what: str, section: str, offset: int) -> None:
+    def charge_elements(self, count: int, what: str, section: str | None, offset: int) -> None:
         if count > self.elements:
             limits = self.limits
             raise FormatError(
@@ -64,7 +64,7 @@ class ReadBudget:
             )
         self.elements -= count
 
-    def charge_table(self, symbols: int, section: str, offset: int) -> None:
+    def charge_table(self, symbols: int, section: str | None, offset: int) -> None:
         if symbols > self.table_symbols:
             raise FormatError(
                 f"tables declare more than {self.limits.max_table_symbols} symbols in all",

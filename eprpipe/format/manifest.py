@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import repeat
+from typing import Any, TypeGuard, cast
 
 import numpy as np
 
@@ -46,11 +47,11 @@ def _show(value: object) -> str:
     return "an object"
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _is_integer(value: object) -> bool:
+def _is_integer(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -183,7 +184,7 @@ class Shape:
         problem = Array(_anything, 1, self.max_entries)(value)
         if problem:
             return problem
-        batch, *dims = value
+        batch, *dims = cast("list[Any]", value)  # an array, as checked above
         if batch is not None and _positive_integer(batch):
             return f"[0] must be null or a positive integer, got {_show(batch)}"
         for index, entry in enumerate(dims, 1):
@@ -204,9 +205,10 @@ class Interval:
 
     def __call__(self, value: object) -> str | None:
         problem = Array(_number, 2, 2)(value)
-        if problem or value[0] < value[1]:
+        bounds = cast("list[float]", value)  # two numbers, unless there is a problem
+        if problem or bounds[0] < bounds[1]:
             return problem
-        low, high = (_show(bound) for bound in value)
+        low, high = (_show(bound) for bound in bounds)
         return f" must be [low, high] with low < high, got [{low}, {high}]"
 
 
@@ -222,7 +224,7 @@ class Float32s:
         problem = Array(_number, 1, self.max_items)(value)
         if problem:
             return problem
-        for index, entry in enumerate(value):
+        for index, entry in enumerate(cast("list[float]", value)):  # numbers, as checked above
             narrow = as_float32(entry)
             if narrow is None or (self.nonzero and narrow == 0.0):
                 what = "finite and nonzero" if self.nonzero else "finite"
@@ -231,6 +233,15 @@ class Float32s:
 
 
 # --- the schema -----------------------------------------------------------------------------
+
+METRICS = Object(
+    {
+        "test_error": Number(0, 1),
+        "baseline_test_error": Number(0, 1, nullable=True),
+        "test_examples": Integer(0, MAX_EXAMPLES),
+        "dataset": Text(),
+    }
+)
 
 SCHEMA = Object(
     {
@@ -257,14 +268,7 @@ SCHEMA = Object(
         "output": Object(
             {"name": Text(), "kind": Text(), "classes": Array(Text(), 1, MAX_CLASSES)}
         ),
-        "metrics": Object(
-            {
-                "test_error": Number(0, 1),
-                "baseline_test_error": Number(0, 1, nullable=True),
-                "test_examples": Integer(0, MAX_EXAMPLES),
-                "dataset": Text(),
-            }
-        ),
+        "metrics": METRICS,
         "untrained_tensors": Array(Text()),
         "training": Object({}),
     }
@@ -291,7 +295,7 @@ def _normalization_fits(manifest: dict) -> str | None:
 RELATIONS = (_normalization_fits,)  # rules between keys, checked once every key has its type
 
 
-def check_manifest(manifest: dict) -> str | None:
+def check_manifest(manifest: object) -> str | None:
     """The first described key that breaks its rule, as a message that names its path, or None.
 
     E.g. "input.shape[2] must be a positive integer, got -28". Only the described keys are
@@ -336,7 +340,7 @@ def declares_classification(manifest: dict) -> bool:
 def reported_metrics(manifest: dict) -> dict:
     """The typed metrics present: test_error, baseline_test_error, test_examples, dataset."""
     metrics = manifest.get("metrics", {})
-    return {key: metrics[key] for key in SCHEMA.members["metrics"].members if key in metrics}
+    return {key: metrics[key] for key in METRICS.members if key in metrics}
 
 
 def untrained_tensors(manifest: dict) -> frozenset[str]:

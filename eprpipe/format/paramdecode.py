@@ -24,7 +24,7 @@ def _pi() -> Decimal:
     with localcontext() as ctx:
         ctx.prec += 2
         three = Decimal(3)
-        lasts, t, s, n, na, d, da = 0, three, three, 1, 0, 0, 24
+        lasts, t, s, n, na, d, da = Decimal(0), three, three, 1, 0, 0, 24
         while s != lasts:
             lasts = s
             n, na = n + na, na + 8

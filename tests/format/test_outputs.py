@@ -16,6 +16,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+from torch_free import needs_torch
 
 from eprpipe.cli import main
 from eprpipe.errors import EprError
@@ -282,6 +283,7 @@ def test_write_atomically_refuses_any_of_its_inputs(tmp_path):
     assert (tmp_path / "c.onnx").read_bytes() == b"new"
 
 
+@needs_torch
 def test_compress_refuses_a_bad_output_before_training(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

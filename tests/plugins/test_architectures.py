@@ -1,10 +1,11 @@
-"""Every registered architecture builds and runs; the LeNets match their published sizes."""
+"""Every built-in architecture builds and runs; the LeNets match their published sizes."""
 
 from __future__ import annotations
 
 import pytest
+from installed import builtin_names
 
-from eprpipe.plugins.manager import architectures, get_architecture
+from eprpipe.plugins.manager import get_architecture
 
 torch = pytest.importorskip("torch")
 
@@ -13,7 +14,7 @@ def _parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("name", sorted(architectures()))
+@pytest.mark.parametrize("name", builtin_names("architecture"))
 def test_architecture_builds_and_runs(name):
     spec = get_architecture(name)
     torch.manual_seed(0)
@@ -23,7 +24,7 @@ def test_architecture_builds_and_runs(name):
     assert torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("name", sorted(architectures()))
+@pytest.mark.parametrize("name", builtin_names("architecture"))
 def test_architecture_takes_num_classes(name):
     spec = get_architecture(name)
     assert spec.factory(num_classes=7)(torch.rand(2, *spec.input_shape)).shape == (2, 7)

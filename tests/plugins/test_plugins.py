@@ -11,7 +11,8 @@ import textwrap
 
 import pytest
 from idx_files import write_mnist_like
-from torch_free import run_without_torch
+from installed import builtin_names
+from torch_free import needs_torch, run_without_torch
 from toy_plugin import write_toy_plugin
 
 from eprpipe import hookimpl
@@ -30,6 +31,13 @@ from eprpipe.plugins.manager import (
 from eprpipe.plugins.registry import ArchitectureSpec
 
 HOOKS = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction)]
+
+# What eprpipe's own plugins register; other eprpipe plugins may be installed beside them.
+BUILTIN_ARCHITECTURES = [
+    "lenet-300-100", "lenet5-caffe", "resnet18", "resnet20", "resnet20-4", "resnet32",
+    "resnet50", "resnet56", "vgg16-cifar",
+]  # fmt: skip
+BUILTIN_DATASETS = ["cifar10", "digits", "fashion-mnist", "imagenet", "mnist"]
 
 
 def _run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -63,18 +71,20 @@ def test_every_hook_has_a_builtin_implementation(hook):
     assert any(impl.plugin.__name__.startswith("eprpipe_builtins.") for impl in impls)
 
 
-def test_builtins_come_from_entry_points_of_eprpipe():
-    rows = {(row.kind, row.name): row for row in plugin_listing()}
-    for key, plugin in {
-        ("architecture", "lenet-300-100"): "lenet",
-        ("architecture", "lenet5-caffe"): "lenet",
-        ("dataset", "mnist"): "idx_datasets",
-        ("dataset", "fashion-mnist"): "idx_datasets",
-        ("dataset", "digits"): "digits",
-    }.items():
-        row = rows[key]
-        assert (row.plugin, row.distribution) == (plugin, "eprpipe")
-        assert row.version and row.description
+@pytest.mark.parametrize(
+    ("kind", "name", "plugin"),
+    [
+        pytest.param("architecture", "lenet-300-100", "lenet", marks=needs_torch),
+        pytest.param("architecture", "lenet5-caffe", "lenet", marks=needs_torch),
+        ("dataset", "mnist", "idx_datasets"),
+        ("dataset", "fashion-mnist", "idx_datasets"),
+        ("dataset", "digits", "digits"),
+    ],
+)
+def test_builtins_come_from_entry_points_of_eprpipe(kind, name, plugin):
+    row = next(row for row in plugin_listing() if (row.kind, row.name) == (kind, name))
+    assert (row.plugin, row.distribution) == (plugin, "eprpipe")
+    assert row.version and row.description
 
 
 def test_load_plugins_is_idempotent():
@@ -82,39 +92,36 @@ def test_load_plugins_is_idempotent():
     load_plugins()
     load_plugins()
     assert get_plugin_manager() is pm
-    assert sorted(datasets()) == ["cifar10", "digits", "fashion-mnist", "imagenet", "mnist"]
+    assert set(BUILTIN_DATASETS) <= set(datasets())  # each registered once, or it would raise
 
 
-BUILTIN_ARCHITECTURES = [
-    "lenet-300-100", "lenet5-caffe", "resnet18", "resnet20", "resnet20-4", "resnet32",
-    "resnet50", "resnet56", "vgg16-cifar",
-]  # fmt: skip
-
-
-def test_registries():
-    assert sorted(architectures()) == BUILTIN_ARCHITECTURES
-    assert get_architecture("lenet5-caffe").input_shape == (1, 28, 28)
+def test_dataset_registry():
+    assert builtin_names("dataset") == BUILTIN_DATASETS
+    assert set(BUILTIN_DATASETS) <= set(datasets())
     assert get_dataset("fashion-mnist").classes[-1] == "Ankle boot"
     assert get_dataset("mnist").mean == (0.1307,)
 
 
+@needs_torch
+def test_architecture_registry():
+    assert builtin_names("architecture") == BUILTIN_ARCHITECTURES
+    assert set(BUILTIN_ARCHITECTURES) <= set(architectures())
+    assert get_architecture("lenet5-caffe").input_shape == (1, 28, 28)
+
+
 @pytest.mark.parametrize(
-    ("get", "message"),
+    ("kind", "get", "registry"),
     [
-        (
-            get_architecture,
-            f"unknown architecture 'resnet'; known: {', '.join(BUILTIN_ARCHITECTURES)}",
-        ),
-        (
-            get_dataset,
-            "unknown dataset 'resnet'; known: cifar10, digits, fashion-mnist, imagenet, mnist",
-        ),
+        pytest.param("architecture", get_architecture, architectures, marks=needs_torch),
+        ("dataset", get_dataset, datasets),
     ],
 )
-def test_unknown_names_list_the_known_ones(get, message):
+def test_unknown_names_list_the_known_ones(kind, get, registry):
     with pytest.raises(PluginError) as caught:
         get("resnet")
-    assert str(caught.value) == message
+    known = list(registry())
+    assert str(caught.value) == f"unknown {kind} 'resnet'; known: {', '.join(sorted(known))}"
+    assert set(BUILTIN_ARCHITECTURES if kind == "architecture" else BUILTIN_DATASETS) <= set(known)
 
 
 # --- plugins registered by hand --------------------------------------------------------------
@@ -196,6 +203,7 @@ def test_architecture_spec_as_dataset_is_refused(register_plugin):
         datasets()
 
 
+@needs_torch  # without torch the built-in architecture plugins cannot register either
 def test_plugin_that_cannot_import_is_reported(register_plugin):
     register_plugin(BrokenArchitecturePlugin(), "broken")
     with pytest.raises(PluginError, match="plugin 'broken' cannot register architectures here"):
@@ -236,7 +244,8 @@ def test_datasets_load_without_torch(tmp_path):
         for split in ("train", "test"):
             images, labels = prepare(get_dataset(name).load(split, None), (1, 28, 28))
             shapes[f"{name}/{split}"] = list(images.shape)
-    listing = [(row.kind, row.name, row.description) for row in plugin_listing()]
+    listing = [(row.kind, row.name, row.plugin, row.distribution, row.description)
+               for row in plugin_listing()]  # fmt: skip
     print(json.dumps({"shapes": shapes, "listing": listing}))
     """
     done = run_without_torch(code, EPRPIPE_DATA_DIR=str(tmp_path))
@@ -250,9 +259,11 @@ def test_datasets_load_without_torch(tmp_path):
         "mnist/train": [6, 1, 28, 28],
         "mnist/test": [4, 1, 28, 28],
     }
-    rows = [row for row in result["listing"] if row[0] == "architecture"]
-    assert len(rows) == 2  # the lenet and vision plugins, each unable to build without torch
-    assert all(name == "-" and "torch" in why for _, name, why in rows)
+    # eprpipe's lenet and vision plugins, each unable to build without torch (other installed
+    # plugins may add rows of their own: only eprpipe's are counted)
+    rows = [row for row in result["listing"] if row[0] == "architecture" and row[3] == "eprpipe"]
+    assert sorted(plugin for _, _, plugin, _, _ in rows) == ["lenet", "vision"]
+    assert all(name == "-" and "torch" in why for _, name, _, _, why in rows)
 
 
 def test_blocking_torch_really_blocks_it():
@@ -266,6 +277,7 @@ def test_trace_hooks_env_writes_hook_calls_to_stderr():
     assert "register_datasets" in result.stderr
 
 
+@needs_torch  # the toy architecture is a torch module
 def test_third_party_plugin_from_a_distribution(tmp_path):
     site = write_toy_plugin(tmp_path)
     code = """
@@ -288,6 +300,7 @@ def test_third_party_plugin_from_a_distribution(tmp_path):
     assert result["logits"] == [300, 3] and result["labels"] == 3
 
 
+@needs_torch  # the architectures of both plugins are torch modules
 def test_third_party_entry_point_named_like_a_builtin_is_still_loaded(tmp_path):
     site = write_toy_plugin(tmp_path)
     entry_points = tmp_path / "eprpipe_toy-0.1.dist-info" / "entry_points.txt"

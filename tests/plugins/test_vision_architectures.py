@@ -16,13 +16,14 @@ import numpy as np
 import onnx
 import pytest
 
-from eprpipe.deploy.decode import decode_file
 from eprpipe.deploy.evaluate import session
+from eprpipe.format.api import decode
 from eprpipe.plugins.manager import architectures, get_architecture
-from eprpipe.train.api import InputSpec, compress_module
-from eprpipe.train.loop import TrainConfig
 
 torch = pytest.importorskip("torch")
+
+from eprpipe.train.api import InputSpec, compress_module  # noqa: E402
+from eprpipe.train.loop import TrainConfig  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "torchvision_resnet_state_dicts.json"
 
@@ -172,7 +173,7 @@ def test_compress_and_decode_round_trip(name, tmp_path):
     )  # fmt: skip
     assert result.num_parameters == _parameter_count(reference)
 
-    model = decode_file(path)
+    model = decode(path)
     weights = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
     missing, unexpected = reference.load_state_dict(
         {k: torch.from_numpy(np.array(weights[k])) for k in reference.state_dict() if k in weights},
