@@ -1,12 +1,14 @@
 """The deployment path: .epr → ONNX → onnxruntime, with numpy, onnx and onnxruntime only.
 
-Nothing here may import torch; tests/test_torch_free.py runs it with torch made unimportable.
+Nothing here may import torch: the import contracts in pyproject.toml forbid it, and the CI job
+without torch runs this wing's tests in an environment where torch is not installed.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypeGuard
 
 import onnx
 
@@ -20,7 +22,6 @@ from eprpipe.deploy.evaluate import (
     images_per_batch,
 )
 from eprpipe.errors import EprError, FormatError
-from eprpipe.format.atomic import write_atomically
 from eprpipe.format.container import read_epr
 from eprpipe.format.graph import build_onnx, parse_graph
 from eprpipe.format.limits import DEFAULT_LIMITS, ReadLimits
@@ -29,17 +30,6 @@ from eprpipe.format.sources import open_regular
 from eprpipe.plugins.manager import get_dataset
 
 MAX_ONNX_BYTES = 2**31
-
-
-def decode_file(path: Path, limits: ReadLimits = DEFAULT_LIMITS) -> onnx.ModelProto:
-    """An .epr file → a self-contained ONNX model with its weights decoded from the latents."""
-    contents, _ = read_epr(path, limits=limits)
-    return build_onnx(contents)
-
-
-def save_onnx(model: onnx.ModelProto, path: Path, *, inputs: tuple[Path, ...] = ()) -> None:
-    """Write the model as one file, atomically."""
-    write_atomically(path, model.SerializeToString(), inputs=inputs)
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:
@@ -102,10 +92,15 @@ def image_shape(model: onnx.ModelProto, declared: Declared, source: str) -> Shap
                 f"input shape {list(declared[1:])}"
             )
     shape = declared[1:] if declared is not None else dims[1:] if dims is not None else ()
-    if len(shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in shape):
+    if not _is_image_shape(shape):
         raise EprError(f"{source}: cannot tell the (C, H, W) input shape the model takes")
     images_per_batch(shape)
     return shape
+
+
+def _is_image_shape(shape: tuple[int | None, ...]) -> TypeGuard[Shape3]:
+    """Three positive dims (C, H, W): what a batch of images is built from."""
+    return len(shape) == 3 and all(isinstance(d, int) and d >= 1 for d in shape)
 
 
 def _model_and_shape(path: Path, limits: ReadLimits) -> tuple[onnx.ModelProto, Declared]:

@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 class ArchitectureSpec:
     """What an architecture plugin registers.
 
-    ``factory(num_classes=...)`` builds a fresh, randomly initialised module that takes
-    float32 input of shape (N, *input_shape) and returns (N, num_classes) logits.
+    ``factory(num_classes=n)`` builds a fresh, randomly initialised module that takes
+    normalized float32 input of shape (N, *input_shape) and returns (N, n) logits; eprpipe
+    passes the dataset's class count as ``n``, and ``num_classes`` only records the count
+    the architecture is meant for (the full contract: `hookspecs.register_architectures`).
     """
 
     name: str

@@ -99,11 +99,11 @@ def test_decoded_onnx_is_one_self_describing_file(compressed, tmp_path):
 
 def test_decoded_weights_equal_the_file_arithmetic(compressed):
     path, _ = compressed
-    from eprpipe.deploy.decode import decode_file
+    from eprpipe.format.api import decode
     from eprpipe.format.container import decode_weights
 
     contents, _ = read_epr(path)
-    model = decode_file(path)
+    model = decode(path)
     weights = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
     for record in contents.tensors:
         np.testing.assert_array_equal(weights[record.name], decode_weights(record))

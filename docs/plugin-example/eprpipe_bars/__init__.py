@@ -1,0 +1,1 @@
+"""eprpipe-bars: an example eprpipe plugin with one dataset and one architecture."""
