@@ -1,7 +1,7 @@
 """Every byte-level structure of the .epr format, each described once (see syntax.py).
 
 The reader (container.py, layout.py, coding.py) parses with these, the writer serializes with
-them, and spec/FORMAT.md prints their `render()` verbatim (tests/test_spec.py checks it).
+them, and spec/FORMAT.md prints their `render()` verbatim (tests/format/test_spec.py checks it).
 Semantic checks that span structures (checksums, masks, canonical streams) live with the code
 that owns them; every check that concerns one field lives here.
 """

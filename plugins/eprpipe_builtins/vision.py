@@ -3,7 +3,7 @@
 The EPR paper's larger experiments use VGG-16 and ResNet-20-4 on CIFAR-10 and ResNet-18/50 on
 ImageNet. The models live in `vision_models`, imported inside the hook: this module is also
 imported where torch is absent. The parameter counts in the descriptions are those of the
-10-class (CIFAR) and 1000-class (ImageNet) models; tests/test_vision_architectures.py holds
+10-class (CIFAR) and 1000-class (ImageNet) models; tests/plugins/test_vision_architectures.py holds
 them to the modules.
 """
 
