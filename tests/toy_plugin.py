@@ -4,7 +4,9 @@
 in ``dir``; with ``dir`` on PYTHONPATH, eprpipe finds it through its entry point like any
 plugin installed by pip. It registers the architecture ``toy-mlp`` and the dataset
 ``toy-blobs`` (numpy-generated, 3 well-separated classes of 1x4x4 images), small enough to
-train and compress end to end in seconds.
+train and compress end to end in seconds. It imports from the 0.1 paths (`eprpipe.datasets`,
+`eprpipe.registry`), so every test that uses it also shows that plugins written against them
+keep working.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ _INIT = '''
 import numpy as np
 
 from eprpipe import hookimpl
-from eprpipe.data.datasets import DatasetSpec, ImageSplit
-from eprpipe.plugins.registry import ArchitectureSpec
+from eprpipe.datasets import DatasetSpec, ImageSplit
+from eprpipe.registry import ArchitectureSpec
 
 SHAPE = (1, 4, 4)
 CLASSES = ("left", "middle", "right")
