@@ -152,6 +152,10 @@ def _specs_of(pm: pluggy.PluginManager, kind: str, plugin: object) -> list:
         pm.subset_hook_caller(_KINDS[kind][0], remove_plugins=others)(register=specs.append)
     except ImportError as exc:
         raise PluginError(f"{_provider(pm, plugin)} cannot register {kind}s here: {exc}") from exc
+    except Exception as exc:  # third-party code: a bug in its hook is its error, in one line
+        raise PluginError(
+            f"{_provider(pm, plugin)} failed to register {kind}s: {_one_line(exc)}"
+        ) from exc
     spec_type = _KINDS[kind][1]
     for spec in specs:
         if not isinstance(spec, spec_type):

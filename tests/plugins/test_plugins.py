@@ -150,6 +150,12 @@ class BrokenArchitecturePlugin:
         import eprpipe_no_such_module  # noqa: F401
 
 
+class FaultyDatasetPlugin:
+    @hookimpl
+    def register_datasets(self, register):
+        raise RuntimeError("bug in the hook\nsecond line")
+
+
 @pytest.fixture
 def register_plugin():
     """Register plugins on the process-wide manager for one test, then remove them."""
@@ -269,6 +275,17 @@ def test_datasets_load_without_torch(tmp_path):
 def test_blocking_torch_really_blocks_it():
     result = run_without_torch("from eprpipe.plugins import architectures\narchitectures()")
     assert result.returncode != 0 and "cannot register architectures here" in result.stderr
+
+
+def test_a_hook_that_raises_is_one_line_naming_the_plugin(register_plugin):
+    register_plugin(FaultyDatasetPlugin(), "faulty")
+    with pytest.raises(PluginError) as caught:
+        datasets()
+    assert str(caught.value) == (
+        "plugin 'faulty' failed to register datasets: RuntimeError: bug in the hook second line"
+    )
+    row = next(row for row in plugin_listing() if row.plugin == "faulty")
+    assert row.kind == "dataset" and row.name == "-" and "bug in the hook" in row.description
 
 
 def test_trace_hooks_env_writes_hook_calls_to_stderr():
