@@ -34,6 +34,21 @@ def _demo_defaults() -> TrainConfig:
     return dataclasses.replace(DEFAULTS, epochs=DEMO_EPOCHS, lam=DEMO_LAMBDA)
 
 
+# option -> (TrainConfig field, help): the default and, for a mode, the choices come from
+# TrainConfig, so that they exist in one place and --help shows them.
+CONFIG_OPTIONS = (
+    ("--batch-size", "batch_size", "examples per training step"),
+    ("--lr", "lr", "Adam LR of the latents"),
+    ("--decoder-lr", "decoder_lr", "Adam LR of the parameter decoders (log steps)"),
+    ("--prior-lr", "prior_lr", "Adam LR of the probability models"),
+    ("--schedule", "schedule", "learning-rate schedule"),
+    ("--decoder", "decoder", "rdft: frequency-domain decoder for k×k kernels; sq: scalar only"),
+    ("--prior", "prior", "density of the rate term"),
+    ("--seed", "seed", "seed of every random draw"),
+    ("--device", "device", "cpu, cuda or cuda:N"),
+)
+
+
 def _add_training_options(parser: argparse.ArgumentParser, epochs: str, lam: str) -> None:
     """The TrainConfig fields a user sets, with TrainConfig's defaults shown in --help.
 
@@ -41,10 +56,7 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: str, lam: str
     own default (`epochs` and `lam` say what it is): `compress` without an architecture runs
     the demo, whose defaults differ.
     """
-    from eprpipe.train.config import DEFAULTS, Decoder, Prior, Schedule
-
-    def values(choice: type[Enum]) -> list[str]:
-        return [member.value for member in choice]
+    from eprpipe.train.config import DEFAULTS
 
     parser.add_argument(
         "--lambda",
@@ -59,64 +71,19 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: str, lam: str
         default=None,
         help=f"passes over the training data (default: {epochs})",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULTS.batch_size,
-        help="examples per training step (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--lr",
-        type=float,
-        default=DEFAULTS.lr,
-        help="Adam LR of the latents (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--decoder-lr",
-        type=float,
-        default=DEFAULTS.decoder_lr,
-        help="Adam LR of the parameter decoders (log steps) (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--prior-lr",
-        type=float,
-        default=DEFAULTS.prior_lr,
-        help="Adam LR of the probability models (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--schedule",
-        choices=values(Schedule),
-        default=DEFAULTS.schedule.value,
-        help="learning-rate schedule (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--decoder",
-        choices=values(Decoder),
-        default=DEFAULTS.decoder.value,
-        help="rdft: frequency-domain decoder for k×k kernels; sq: scalar only "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--prior",
-        choices=values(Prior),
-        default=DEFAULTS.prior.value,
-        help="density of the rate term (default: %(default)s)",
-    )
+    for flag, field, text in CONFIG_OPTIONS:
+        default = getattr(DEFAULTS, field)
+        if isinstance(default, Enum):
+            kind = {"choices": [member.value for member in type(default)], "default": default.value}
+        else:
+            kind = {"type": type(default), "default": default}
+        parser.add_argument(flag, help=f"{text} (default: %(default)s)", **kind)
     parser.add_argument(
         "--init-step",
         type=float,
         default=DEFAULTS.init_step,
         metavar="STEP",
         help="initial step size of every parameter decoder (default: %(default).4g)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=DEFAULTS.seed,
-        help="seed of every random draw (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N (default: %(default)s)"
     )
     parser.add_argument(
         "--no-baseline",
@@ -172,7 +139,7 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: str, lam: str
         type=float,
         default=10.0,
         metavar="M",
-        help="save every M minutes (default 10; 0 turns timed saves off)",
+        help="save every M minutes (default: %(default)g; 0 turns timed saves off)",
     )
 
 
