@@ -207,7 +207,8 @@ def empirical_bits(values: np.ndarray) -> float:
     if flat.size == 0 or (low := int(flat.min())) == int(flat.max()):
         return 0.0
     if int(flat.max()) - low < 1 << 22:
-        counts = np.bincount(flat - low)
+        wide = np.uint64 if flat.dtype.kind == "u" else np.int64  # exact for every integer dtype
+        counts = np.bincount((flat.astype(wide) - wide(low)).astype(np.int64))
         counts = counts[counts > 0]
     else:
         _, counts = np.unique(flat, return_counts=True)
