@@ -4,6 +4,11 @@
     python tools/bench_cifar.py --data-dir ../shared/datasets/cifar10 --epochs 25 --lambda 3 \
         --init-from runs/resnet20_plain.safetensors      # from trained weights (train_plain.py)
 
+With --alternatives, the float model (the --init-from weights, or one trained plainly for
+--epochs) also goes through what a user would do instead of EPR (float16, zstd, uniform 8/4-bit,
+onnxruntime int8, magnitude pruning; eprpipe.train.alternatives, the code bench_mnist.py uses),
+measured on the same test images, listed beside EPR's row.
+
 Prints, and writes as markdown and a PNG under --results: the file and payload size, bits per
 parameter, the test error of the ONNX model decoded from the file (on the test images the
 data holds: the shared copy has only the first 1,000 of the 10,000, which the table says), the
@@ -22,16 +27,23 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from eprpipe.data.datasets import prepare
 from eprpipe.plugins.manager import get_architecture, get_dataset
+from eprpipe.train.alternatives import (
+    CALIBRATION_IMAGES,
+    PRUNING_SPARSITIES,
+    measure_alternatives,
+)
 from eprpipe.train.api import compress_registered
 from eprpipe.train.augment import augment
-from eprpipe.train.loop import TensorData, TrainConfig
+from eprpipe.train.loop import TensorData, TrainConfig, train_plain
 from eprpipe.train.steptime import StepTimes, time_steps
+from eprpipe.train.weights import load_into
 
 
 def measure_steps(architecture: str, data_dir: Path, batch_size: int, repeats: int) -> StepTimes:
@@ -45,6 +57,53 @@ def measure_steps(architecture: str, data_dir: Path, batch_size: int, repeats: i
         "crop4-flip", data.images, torch.Generator().manual_seed(0), mean=spec.mean, std=spec.std
     )
     return time_steps(arch.factory, batch, data.labels, repeats=repeats)
+
+
+def alternatives(args: argparse.Namespace, config: TrainConfig) -> list[dict]:
+    """The alternatives' rows for the float model: the --init-from weights, or trained plainly
+    with `config` (the dataset's augmentation) when none are given."""
+    arch, spec = get_architecture(args.architecture), get_dataset("cifar10")
+    train = prepare(spec.load("train", args.data_dir), arch.input_shape)
+    test = prepare(spec.load("test", args.data_dir), arch.input_shape)
+    data = (
+        TensorData.from_numpy(*train, spec.mean, spec.std, "cpu"),
+        TensorData.from_numpy(*test, spec.mean, spec.std, "cpu"),
+    )
+    config = replace(config, augmentation=spec.augmentation)
+    torch.manual_seed(config.seed)
+    net = arch.factory(num_classes=len(spec.classes))
+    if args.init_from:
+        load_into(net, args.init_from)
+    else:
+        train_plain(net, *data, config)
+    finetune = replace(config, epochs=args.finetune_epochs)
+    return measure_alternatives(
+        net, arch.input_shape, spec.mean, spec.std, train[0], test, data, finetune,
+        args.sparsities, args.calibration_images,
+    )  # fmt: skip
+
+
+def alternatives_markdown(row: dict) -> str:
+    """EPR's row and every alternative's, largest first, on the same test images."""
+    lines = [
+        "| method | payload B | file B | test error (ONNX) | float32 / payload |",
+        "|---|---|---|---|---|",
+    ]
+    float32 = next(r["payload_bytes"] for r in row["alternatives"] if r["variant"] == "float32")
+    epr = {"variant": f"EPR λ={row['lam']:g}", **row}
+    for r in sorted([epr, *row["alternatives"]], key=lambda r: -r["payload_bytes"]):
+        file_bytes = "" if r["file_bytes"] is None else f"{r['file_bytes']:,}"
+        lines.append(
+            f"| {r['variant']} | {r['payload_bytes']:,} | {file_bytes} "
+            f"| {100 * r['test_error']:.2f} % | {float32 / r['payload_bytes']:,.1f}× |"
+        )
+    start = row["alternatives_start"]
+    return (
+        f"\nAlternatives to EPR on the float model ({start}), each evaluated as an ONNX "
+        f"model by onnxruntime on the same {row['test_images']:,} test images:\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def markdown(row: dict) -> str:
@@ -67,7 +126,7 @@ Torch threads: {row["threads"]}. Step times: median of {row["repeats"]} steps, b
 | epoch | loss | bits/param (training density) | test error (torch, rounded latents) | time |
 |---|---|---|---|---|
 {history}
-"""  # noqa: E501
+""" + (alternatives_markdown(row) if "alternatives" in row else "")  # noqa: E501
 
 
 def plot(row: dict, path: Path) -> None:
@@ -104,6 +163,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=Path("tools/results"))
     parser.add_argument(
         "--init-from", type=Path, default=None, metavar="WEIGHTS", help="start from these weights"
+    )
+    parser.add_argument(
+        "--alternatives",
+        action="store_true",
+        help="also measure float16, zstd, uniform 8/4-bit, onnxruntime int8 and pruning on the "
+        "float model (--init-from, or trained plainly for --epochs)",
+    )
+    parser.add_argument(
+        "--sparsities",
+        nargs="*",
+        type=float,
+        default=list(PRUNING_SPARSITIES),
+        help="magnitude-pruning sparsities for --alternatives (none: no pruning)",
+    )
+    parser.add_argument("--finetune-epochs", type=int, default=1, help="after pruning")
+    parser.add_argument(
+        "--calibration-images",
+        type=int,
+        default=CALIBRATION_IMAGES,
+        help="training images onnxruntime's static int8 quantization calibrates on",
     )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -143,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": result.wall_seconds,
         "history": [vars(epoch) for epoch in result.history.epochs],
     }
+    if args.alternatives:
+        row["alternatives_start"] = (
+            f"weights {args.init_from.name}" if args.init_from else f"trained {args.epochs} epochs"
+        )
+        row["alternatives"] = alternatives(args, config)
     args.results.mkdir(parents=True, exist_ok=True)
     start = "_init" if args.init_from else ""
     stem = f"bench_cifar_{args.architecture}{start}_lam{args.lam:g}_e{args.epochs}"  # λ: "0.1"

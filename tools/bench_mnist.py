@@ -1,11 +1,15 @@
 """Benchmark: both MNIST LeNets, both decoders, a few λ, on full MNIST.
 
 Every error reported is that of the ONNX model decoded (without torch) from the written .epr
-file, on all 10,000 MNIST test images. Runs go in parallel worker processes (one torch thread
-each); each finished run is appended to runs.jsonl at once, so an interrupted benchmark keeps
-what it measured. Writes results.md (table) and results.png (size against error).
+file, on all 10,000 MNIST test images. With --alternatives the float model trained for each
+architecture also goes through what a user would do instead (float16, zstd, uniform 8/4-bit,
+onnxruntime int8, magnitude pruning; eprpipe.train.alternatives), measured on the same images
+by the same evaluation, in the same table and plot. Runs go in parallel worker processes (one
+torch thread each); each finished run is appended to runs.jsonl at once, so an interrupted
+benchmark keeps what it measured. Writes results.md (table) and results.png (size against error).
 
     python tools/bench_mnist.py --data-dir ../shared/datasets/mnist
+    python tools/bench_mnist.py --data-dir ../shared/datasets/mnist --alternatives --epochs 5
 """
 
 from __future__ import annotations
@@ -20,12 +24,25 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+# Torch-free constants only: the tool's main process imports no torch.
+PRUNING_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
+CALIBRATION_IMAGES = 1000
+
 # Published EPR points (Oktay et al. 2020, Table 1) and the best known LeNet5 result (MIRACLE).
 PUBLISHED = {
     "lenet-300-100": [("EPR (paper)", 8.56, 1.9)],
     "lenet5-caffe": [("EPR (paper)", 2.84, 1.0), ("MIRACLE", 1.52, 0.96)],
 }
 DEFAULT_LAMBDAS = {"lenet-300-100": [0.1, 0.2, 0.4], "lenet5-caffe": [0.25, 0.5, 1.0]}
+
+
+@dataclass(frozen=True)
+class Alternatives:
+    """What the float model goes through besides EPR (None: nothing)."""
+
+    sparsities: tuple[float, ...]
+    finetune_epochs: int
+    calibration_images: int
 
 
 @dataclass(frozen=True)
@@ -37,8 +54,10 @@ class Job:
     seed: int
 
 
-def _run_job(job: Job, data_dir: str, out_dir: str) -> dict:
-    """One benchmark run in a worker process (imports torch there, one thread)."""
+def _run_job(
+    job: Job, data_dir: str, out_dir: str, alternatives: Alternatives | None = None
+) -> list[dict]:
+    """One benchmark run in a worker process (imports torch there, one thread): its rows."""
     import torch
 
     torch.set_num_threads(1)
@@ -58,11 +77,22 @@ def _run_job(job: Job, data_dir: str, out_dir: str) -> dict:
         train_data = TensorData.from_numpy(*train, spec.mean, spec.std, "cpu")
         test_data = TensorData.from_numpy(*test, spec.mean, spec.std, "cpu")
         train_plain(net, train_data, test_data, config)
-        return {
+        row = {
             **asdict(job),
             "test_error": error_rate(net, test_data),
             "seconds": time.perf_counter() - started,
         }
+        if alternatives is None:
+            return [row]
+        from eprpipe.train.alternatives import measure_alternatives
+
+        finetune = replace(config, epochs=alternatives.finetune_epochs)
+        others = measure_alternatives(
+            net, arch.input_shape, spec.mean, spec.std, train[0], test,
+            (train_data, test_data), finetune, alternatives.sparsities,
+            alternatives.calibration_images,
+        )  # fmt: skip
+        return [row, *({**asdict(job), **r, "decoder": "alternative"} for r in others)]
     path = Path(out_dir) / f"{job.architecture}_{job.decoder}_lam{job.lam:g}.epr"
     result = compress_registered(
         job.architecture,
@@ -73,7 +103,7 @@ def _run_job(job: Job, data_dir: str, out_dir: str) -> dict:
         baseline=False,
     )
     sizes = result.sizes
-    return {
+    row = {
         **asdict(job),
         "file": str(path),
         "test_error": result.evaluation.error,
@@ -89,6 +119,7 @@ def _run_job(job: Job, data_dir: str, out_dir: str) -> dict:
         "num_parameters": result.num_parameters,
         "seconds": time.perf_counter() - started,
     }
+    return [row]
 
 
 def make_jobs(args: argparse.Namespace) -> list[Job]:
@@ -100,11 +131,38 @@ def make_jobs(args: argparse.Namespace) -> list[Job]:
         decoders = ["sq"] if arch == "lenet-300-100" else args.decoders
         lambdas = args.lambdas or DEFAULT_LAMBDAS[arch]
         jobs += [Job(arch, d, lam, args.epochs, args.seed) for d in decoders for lam in lambdas]
-    # Longest first keeps both workers busy to the end.
-    return sorted(jobs, key=lambda j: (j.architecture != "lenet5-caffe", j.decoder == "baseline"))
+    # Longest first keeps both workers busy to the end (a baseline with alternatives is long).
+    return sorted(
+        jobs,
+        key=lambda j: (
+            j.architecture != "lenet5-caffe",
+            j.decoder == "baseline" and not args.alternatives,
+        ),
+    )
 
 
-def markdown(rows: list[dict]) -> str:
+EPR_DECODERS = ("sq", "rdft")
+WITHIN_POINTS = (0.1, 0.3)  # error margins over the float model's for the summary table
+
+
+def _epr_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["decoder"] in EPR_DECODERS]
+
+
+def _alternative_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["decoder"] == "alternative"]
+
+
+def _float_errors(rows: list[dict]) -> dict[str, float]:
+    """Each architecture's float32 ONNX error (mean over seeds): the reference of the margins."""
+    errors: dict[str, list[float]] = {}
+    for r in _alternative_rows(rows):
+        if r["variant"] == "float32":
+            errors.setdefault(r["architecture"], []).append(r["test_error"])
+    return {arch: sum(found) / len(found) for arch, found in errors.items()}
+
+
+def epr_table(rows: list[dict]) -> str:
     baselines = {r["architecture"]: r["test_error"] for r in rows if r["decoder"] == "baseline"}
     lines = [
         "| model | decoder | λ | epochs | test error (decoded ONNX) | uncompressed error "
@@ -112,8 +170,7 @@ def markdown(rows: list[dict]) -> str:
         "decoders B | time |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    compressed = [r for r in rows if r["decoder"] != "baseline"]
-    for r in sorted(compressed, key=lambda r: (r["architecture"], r["decoder"], r["lam"])):
+    for r in sorted(_epr_rows(rows), key=lambda r: (r["architecture"], r["decoder"], r["lam"])):
         base = baselines.get(r["architecture"])
         lines.append(
             f"| {r['architecture']} | {r['decoder']} | {r['lam']:g} | {r['epochs']} "
@@ -126,14 +183,93 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def alternatives_table(rows: list[dict]) -> str:
+    """Every alternative's size and error; sizes as ratios to the float32 weights' bytes."""
+    float_bytes = {
+        (r["architecture"], r["seed"]): r["payload_bytes"]
+        for r in _alternative_rows(rows)
+        if r["variant"] == "float32"
+    }
+    lines = [
+        "| model | seed | alternative | payload bytes | file bytes | test error (ONNX) "
+        "| float32 / payload |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ordered = sorted(
+        _alternative_rows(rows), key=lambda r: (r["architecture"], r["seed"], -r["payload_bytes"])
+    )
+    for r in ordered:
+        reference = float_bytes.get((r["architecture"], r["seed"]))
+        ratio = "" if reference is None else f"{reference / r['payload_bytes']:,.1f}×"
+        file_bytes = "" if r["file_bytes"] is None else f"{r['file_bytes']:,}"
+        lines.append(
+            f"| {r['architecture']} | {r['seed']} | {r['variant']} | {r['payload_bytes']:,} "
+            f"| {file_bytes} | {100 * r['test_error']:.2f} % | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def _smallest(rows: list[dict], most_error: float) -> int | None:
+    sizes = [r["payload_bytes"] for r in rows if r["test_error"] <= most_error + 1e-12]
+    return min(sizes) if sizes else None
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Per alternative (series), its smallest payload within 0.1 and 0.3 points of the float
+    model's error, EPR's smallest within the same, and their ratio."""
+    header = "| model | alternative |" + "".join(
+        f" within {p:g} pt: payload B | EPR B | alternative / EPR |" for p in WITHIN_POINTS
+    )
+    lines = [header, "|---|---|" + "---|---|---|" * len(WITHIN_POINTS)]
+    for arch, reference in sorted(_float_errors(rows).items()):
+        epr = [r for r in _epr_rows(rows) if r["architecture"] == arch]
+        mine = [r for r in _alternative_rows(rows) if r["architecture"] == arch]
+        for series in sorted({r["series"] for r in mine}):
+            cells = []
+            for points in WITHIN_POINTS:
+                limit = reference + points / 100
+                size = _smallest([r for r in mine if r["series"] == series], limit)
+                best = _smallest(epr, limit)
+                ratio = f"{size / best:,.1f}" if size and best else "-"
+                cells.append(
+                    f" {'-' if size is None else f'{size:,}'} "
+                    f"| {'-' if best is None else f'{best:,}'} | {ratio} |"
+                )
+            lines.append(f"| {arch} | {series} |" + "".join(cells))
+    return "\n".join(lines)
+
+
+def markdown(rows: list[dict]) -> str:
+    parts = [epr_table(rows)]
+    if _alternative_rows(rows):
+        references = ", ".join(
+            f"{arch} {100 * error:.2f} %" for arch, error in sorted(_float_errors(rows).items())
+        )
+        parts += [
+            "Alternatives to EPR on the same float model (trained with the `baseline` row's "
+            "recipe), each evaluated as an ONNX model by onnxruntime on the same test images; "
+            "payload bytes as `eprpipe.deploy.baselines` counts them.",
+            alternatives_table(rows),
+            f"Smallest payload within 0.1 and 0.3 points of the float32 model's error "
+            f"({references}), against EPR's smallest within the same error.",
+            summary_table(rows),
+        ]
+    return "\n\n".join(parts)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, arch in zip(axes, ("lenet-300-100", "lenet5-caffe"), strict=True):
+    measured = {r["architecture"] for r in rows}
+    architectures = [arch for arch in PUBLISHED if arch in measured] or list(PUBLISHED)
+    figure, axes = plt.subplots(
+        1, len(architectures), figsize=(7 * len(architectures), 5.5), squeeze=False
+    )
+    markers = "vX^<>pdhP*8"
+    for ax, arch in zip(axes[0], architectures, strict=True):
         for decoder, marker in (("sq", "o"), ("rdft", "s")):
             points = sorted(
                 (r["payload_bytes"] / 1000, 100 * r["test_error"])
@@ -142,16 +278,28 @@ def plot(rows: list[dict], path: Path) -> None:
             )
             if points:
                 ax.plot(*zip(*points, strict=True), marker=marker, label=f"eprpipe {decoder}")
+        mine = [r for r in _alternative_rows(rows) if r["architecture"] == arch]
+        for index, series in enumerate(sorted({r["series"] for r in mine})):
+            points = sorted(
+                (r["payload_bytes"] / 1000, 100 * r["test_error"])
+                for r in mine
+                if r["series"] == series
+            )
+            ax.plot(
+                *zip(*points, strict=True), marker=markers[index % len(markers)],
+                ls="-" if len(points) > 1 else "none", alpha=0.8, label=series,
+            )  # fmt: skip
         for (label, kb, err), color in zip(PUBLISHED[arch], ("black", "red"), strict=False):
             ax.scatter([kb], [err], marker="*", s=150, color=color, label=label, zorder=3)
         for r in rows:
             if r["architecture"] == arch and r["decoder"] == "baseline":
                 ax.axhline(100 * r["test_error"], color="grey", ls="--", lw=1, label="uncompressed")
+        ax.set_xscale("log")
         ax.set_title(f"{arch} on MNIST (10,000 test images)")
-        ax.set_xlabel("parameter payload (KB, 1 KB = 1000 B)")
-        ax.set_ylabel("test error of the decoded ONNX model (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.set_xlabel("parameter payload (KB, 1 KB = 1000 B, log scale)")
+        ax.set_ylabel("test error of the ONNX model run (%)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, ncol=2)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
@@ -176,25 +324,58 @@ def main(argv: list[str] | None = None) -> int:
         "--no-baseline", action="store_true", help="skip the uncompressed reference models"
     )
     parser.add_argument(
+        "--alternatives",
+        action="store_true",
+        help="also measure float16, zstd, uniform 8/4-bit, onnxruntime int8 and pruning on "
+        "each baseline model",
+    )
+    parser.add_argument(
+        "--sparsities",
+        nargs="*",
+        type=float,
+        default=list(PRUNING_SPARSITIES),
+        help="magnitude-pruning sparsities for --alternatives (none: no pruning)",
+    )
+    parser.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning after pruning")
+    parser.add_argument(
+        "--calibration-images",
+        type=int,
+        default=CALIBRATION_IMAGES,
+        help="training images onnxruntime's static int8 quantization calibrates on",
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="only rebuild results.md/png from runs.jsonl"
     )
     args = parser.parse_args(argv)
+    if args.alternatives and args.no_baseline:
+        parser.error("--alternatives measures the baseline model: drop --no-baseline")
+    alternatives = (
+        Alternatives(tuple(args.sparsities), args.finetune_epochs, args.calibration_images)
+        if args.alternatives
+        else None
+    )
     args.out_dir.mkdir(parents=True, exist_ok=True)
     log = args.out_dir / "runs.jsonl"
     if not args.report_only:
         jobs = make_jobs(args)
         with ProcessPoolExecutor(args.jobs) as pool, log.open("a") as stream:
             futures = {
-                pool.submit(_run_job, job, str(args.data_dir), str(args.out_dir)): job
+                pool.submit(
+                    _run_job,
+                    job,
+                    str(args.data_dir),
+                    str(args.out_dir),
+                    alternatives if job.decoder == "baseline" else None,
+                ): job
                 for job in jobs
             }
             for future in tqdm(
                 as_completed(futures), total=len(futures), unit="run", desc="benchmark"
             ):
-                row = future.result()
-                stream.write(json.dumps(row) + "\n")
-                stream.flush()
-                tqdm.write(json.dumps(row))
+                for row in future.result():
+                    stream.write(json.dumps(row) + "\n")
+                    stream.flush()
+                    tqdm.write(json.dumps(row))
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     table = markdown(rows)
     (args.out_dir / "results.md").write_text(table + "\n")
