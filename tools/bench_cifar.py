@@ -26,6 +26,7 @@ GPU recipe (the paper's rows; needs a GPU, not run on the CPU machine):
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -33,12 +34,10 @@ from pathlib import Path
 import torch
 
 from eprpipe.data.datasets import prepare
+from eprpipe.format.atomic import write_atomically
 from eprpipe.plugins.manager import get_architecture, get_dataset
-from eprpipe.train.alternatives import (
-    CALIBRATION_IMAGES,
-    PRUNING_SPARSITIES,
-    measure_alternatives,
-)
+from eprpipe.train.alternative_options import add_alternative_options
+from eprpipe.train.alternatives import measure_alternatives
 from eprpipe.train.api import compress_registered
 from eprpipe.train.augment import augment
 from eprpipe.train.loop import TensorData, TrainConfig, train_plain
@@ -148,7 +147,9 @@ def plot(row: dict, path: Path) -> None:
     for ax in (left, right):
         ax.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=120)
+    write_atomically(path, image.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,25 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--init-from", type=Path, default=None, metavar="WEIGHTS", help="start from these weights"
     )
-    parser.add_argument(
-        "--alternatives",
-        action="store_true",
-        help="also measure float16, zstd, uniform 8/4-bit, onnxruntime int8 and pruning on the "
-        "float model (--init-from, or trained plainly for --epochs)",
-    )
-    parser.add_argument(
-        "--sparsities",
-        nargs="*",
-        type=float,
-        default=list(PRUNING_SPARSITIES),
-        help="magnitude-pruning sparsities for --alternatives (none: no pruning)",
-    )
-    parser.add_argument("--finetune-epochs", type=int, default=1, help="after pruning")
-    parser.add_argument(
-        "--calibration-images",
-        type=int,
-        default=CALIBRATION_IMAGES,
-        help="training images onnxruntime's static int8 quantization calibrates on",
+    add_alternative_options(
+        parser,
+        finetune_epochs=1,
+        subject="the float model (--init-from, or trained plainly for --epochs)",
     )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -230,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     start = "_init" if args.init_from else ""
     stem = f"bench_cifar_{args.architecture}{start}_lam{args.lam:g}_e{args.epochs}"  # λ: "0.1"
-    (args.results / f"{stem}.json").write_text(json.dumps(row, indent=1) + "\n")
-    (args.results / f"{stem}.md").write_text(markdown(row))
+    write_atomically(args.results / f"{stem}.json", (json.dumps(row, indent=1) + "\n").encode())
+    write_atomically(args.results / f"{stem}.md", markdown(row).encode())
     plot(row, args.results / f"{stem}.png")
     print(markdown(row))
     return 0

@@ -15,6 +15,7 @@ benchmark keeps what it measured. Writes results.md (table) and results.png (siz
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import time
@@ -24,9 +25,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-# Torch-free constants only: the tool's main process imports no torch.
-PRUNING_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
-CALIBRATION_IMAGES = 1000
+from eprpipe.format.atomic import write_atomically
+from eprpipe.train.alternative_options import add_alternative_options
 
 # Published EPR points (Oktay et al. 2020, Table 1) and the best known LeNet5 result (MIRACLE).
 PUBLISHED = {
@@ -301,7 +301,9 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, ncol=2)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=120)
+    write_atomically(path, image.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,26 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the uncompressed reference models"
     )
-    parser.add_argument(
-        "--alternatives",
-        action="store_true",
-        help="also measure float16, zstd, uniform 8/4-bit, onnxruntime int8 and pruning on "
-        "each baseline model",
-    )
-    parser.add_argument(
-        "--sparsities",
-        nargs="*",
-        type=float,
-        default=list(PRUNING_SPARSITIES),
-        help="magnitude-pruning sparsities for --alternatives (none: no pruning)",
-    )
-    parser.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning after pruning")
-    parser.add_argument(
-        "--calibration-images",
-        type=int,
-        default=CALIBRATION_IMAGES,
-        help="training images onnxruntime's static int8 quantization calibrates on",
-    )
+    add_alternative_options(parser, finetune_epochs=2, subject="each baseline model")
     parser.add_argument(
         "--report-only", action="store_true", help="only rebuild results.md/png from runs.jsonl"
     )
@@ -378,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                     tqdm.write(json.dumps(row))
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     table = markdown(rows)
-    (args.out_dir / "results.md").write_text(table + "\n")
+    write_atomically(args.out_dir / "results.md", (table + "\n").encode())
     plot(rows, args.out_dir / "results.png")
     print(table)
     print(f"\nwrote {args.out_dir / 'results.md'} and {args.out_dir / 'results.png'}")

@@ -24,13 +24,12 @@ from eprpipe.data.datasets import Prepared, as_float
 from eprpipe.deploy import baselines
 from eprpipe.deploy.evaluate import evaluate_split
 from eprpipe.errors import EprError
+from eprpipe.train.alternative_options import CALIBRATION_IMAGES, PRUNING_SPARSITIES
 from eprpipe.train.export import INPUT_NAME, weightless_graph
 from eprpipe.train.loop import Data, TrainConfig
 from eprpipe.train.pruning import prune_and_finetune
 
-PRUNING_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 PRUNED_STORAGE = "uniform8+zstd"  # how a pruned model is stored: its zeros share one code
-CALIBRATION_IMAGES = 1000  # training images onnxruntime's static quantization calibrates on
 NORMALIZED = "input_normalized"
 
 
