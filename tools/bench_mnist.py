@@ -28,6 +28,8 @@ from tqdm import tqdm
 from eprpipe.format.atomic import write_atomically
 from eprpipe.train.alternative_options import add_alternative_options
 
+NNCODEC_TOOL = Path(__file__).with_name("bench_nncodec.py")
+
 # Published EPR points (Oktay et al. 2020, Table 1) and the best known LeNet5 result (MIRACLE).
 PUBLISHED = {
     "lenet-300-100": [("EPR (paper)", 8.56, 1.9)],
@@ -43,6 +45,8 @@ class Alternatives:
     sparsities: tuple[float, ...]
     finetune_epochs: int
     calibration_images: int
+    nncodec: tuple[str, ...] | None  # the command that runs tools/bench_nncodec.py, if any
+    nncodec_qps: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ def _run_job(
         }
         if alternatives is None:
             return [row]
-        from eprpipe.train.alternatives import measure_alternatives
+        from eprpipe.train.alternatives import measure_alternatives, measure_nncodec
 
         finetune = replace(config, epochs=alternatives.finetune_epochs)
         others = measure_alternatives(
@@ -92,6 +96,11 @@ def _run_job(
             (train_data, test_data), finetune, alternatives.sparsities,
             alternatives.calibration_images,
         )  # fmt: skip
+        if alternatives.nncodec is not None:
+            others += measure_nncodec(
+                net, arch.input_shape, spec.mean, spec.std, test, alternatives.nncodec,
+                alternatives.nncodec_qps,
+            )  # fmt: skip
         return [row, *({**asdict(job), **r, "decoder": "alternative"} for r in others)]
     path = Path(out_dir) / f"{job.architecture}_{job.decoder}_lam{job.lam:g}.epr"
     result = compress_registered(
@@ -333,7 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.alternatives and args.no_baseline:
         parser.error("--alternatives measures the baseline model: drop --no-baseline")
     alternatives = (
-        Alternatives(tuple(args.sparsities), args.finetune_epochs, args.calibration_images)
+        Alternatives(
+            tuple(args.sparsities),
+            args.finetune_epochs,
+            args.calibration_images,
+            None if args.nncodec_python is None else (str(args.nncodec_python), str(NNCODEC_TOOL)),
+            tuple(args.nncodec_qps),
+        )
         if args.alternatives
         else None
     )

@@ -5,9 +5,11 @@ parse its command line without importing torch (`eprpipe.train.alternatives` mea
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 PRUNING_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 CALIBRATION_IMAGES = 1000  # training images onnxruntime's static quantization calibrates on
+NNCODEC_QPS = (-38, -32, -26, -20, -16)  # each +4 doubles NNCodec's quantization step
 
 
 def add_alternative_options(
@@ -38,4 +40,19 @@ def add_alternative_options(
         type=int,
         default=CALIBRATION_IMAGES,
         help="training images onnxruntime's static int8 quantization calibrates on",
+    )
+    parser.add_argument(
+        "--nncodec-python",
+        type=Path,
+        default=None,
+        metavar="PYTHON",
+        help="with --alternatives, also NNCodec, run by tools/bench_nncodec.py under this Python "
+        "(its own venv: see that tool)",
+    )
+    parser.add_argument(
+        "--nncodec-qps",
+        nargs="+",
+        type=int,
+        default=list(NNCODEC_QPS),
+        help="NNCodec quantization parameters (default: %(default)s)",
     )

@@ -12,8 +12,12 @@ groups the points drawn as one curve; other alternatives (NNCodec) add rows of t
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -144,6 +148,49 @@ def measure_pruning(
                 "seconds": time.perf_counter() - started,
             }
         )
+    return rows
+
+
+def measure_nncodec(
+    module: nn.Module,
+    input_shape: tuple[int, int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    test: Prepared,
+    command: Sequence[str],
+    qps: Sequence[int],
+    threads: int | None = 1,
+) -> list[dict]:
+    """NNCodec (MPEG NNC) at each of `qps`, one row each: `command` runs tools/bench_nncodec.py
+    under the Python of NNCodec's own environment (it pins numpy<2), which codes the float
+    model's weights and writes them decoded; they go back into the float ONNX model, evaluated
+    on `test` like every other row. The payload is NNCodec's whole bitstream."""
+    model, weights = float_onnx(module, input_shape, mean, std)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        np.savez(folder / "weights.npz", **baselines.weight_arrays(model, weights))
+        done = subprocess.run(
+            [*command, str(folder / "weights.npz"), "--out", str(folder), "--qp", *map(str, qps)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise EprError(f"NNCodec failed ({' '.join(command)}): {reason}")
+        report = json.loads((folder / "nncodec.json").read_text())
+        for result in report["results"]:
+            with np.load(folder / result["weights"], allow_pickle=False) as stored:
+                decoded = {name: stored[name] for name in stored.files}
+            if set(decoded) != set(weights):
+                raise EprError(f"NNCodec at qp {result['qp']} returned other tensors than it got")
+            variant = baselines.Variant(
+                f"nncodec-qp{result['qp']}",
+                result["bitstream_bytes"],
+                None,
+                baselines.with_weights(model, decoded),
+            )
+            rows.append({**_row(variant, test, threads), "series": "NNCodec", "qp": result["qp"]})
     return rows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,15 +17,19 @@ from torch import nn
 
 from eprpipe.data.datasets import prepare
 from eprpipe.deploy.evaluate import predict
+from eprpipe.errors import EprError
 from eprpipe.plugins.manager import get_dataset
 from eprpipe.train.alternatives import (
     calibration_images,
     float_onnx,
     measure_alternatives,
+    measure_nncodec,
 )
 from eprpipe.train.loop import TensorData, TrainConfig, error_rate, train_plain
 
 ROOT = Path(__file__).resolve().parents[2]
+NNCODEC_TOOL = str(ROOT / "tools" / "bench_nncodec.py")
+NNCODEC_PYTHON = os.environ.get("EPRPIPE_NNCODEC_PYTHON")  # NNCodec's own venv, if there is one
 SHAPE = (1, 8, 8)
 CONFIG = TrainConfig(epochs=3, batch_size=32, eval_every=0, progress=False)
 
@@ -145,3 +150,29 @@ def test_bench_cifar_lists_the_alternatives_beside_epr(tmp_path) -> None:
     assert all(r["test_examples"] == row["test_images"] == 20 for r in found.values())
     table = (results / "bench_cifar_resnet20_lam0.2_e1.md").read_text()
     assert "| EPR λ=0.2 |" in table and "| ort-int8-dynamic |" in table
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("nncodec") is not None, reason="nncodec is installed here"
+)
+def test_nncodec_that_cannot_run_is_one_error_naming_why(trained) -> None:
+    net, _, test, _, _ = trained
+    spec = get_dataset("digits")
+    with pytest.raises(EprError, match=r"NNCodec failed \(.*\): error: .*nncodec"):
+        measure_nncodec(
+            net, SHAPE, spec.mean, spec.std, test, [sys.executable, NNCODEC_TOOL], [-32]
+        )
+
+
+@pytest.mark.skipif(NNCODEC_PYTHON is None, reason="set EPRPIPE_NNCODEC_PYTHON to NNCodec's venv")
+def test_nncodec_rows_are_measured_on_the_decoded_weights(trained) -> None:
+    net, _, test, _, test_data = trained
+    spec = get_dataset("digits")
+    rows = measure_nncodec(
+        net, SHAPE, spec.mean, spec.std, test, [NNCODEC_PYTHON, NNCODEC_TOOL], [-38, -14]
+    )
+    assert [row["variant"] for row in rows] == ["nncodec-qp-38", "nncodec-qp-14"]
+    assert all(row["series"] == "NNCodec" and row["test_examples"] == len(test[1]) for row in rows)
+    fine, coarse = rows
+    assert coarse["payload_bytes"] < fine["payload_bytes"] < 4 * (8 * 9 + 8 + 512 * 10 + 10)
+    assert abs(fine["test_error"] - error_rate(net, test_data)) < 0.02  # a fine step changes little
