@@ -277,25 +277,39 @@ def plot(rows: list[dict], path: Path) -> None:
     figure, axes = plt.subplots(
         1, len(architectures), figsize=(7 * len(architectures), 5.5), squeeze=False
     )
-    markers = "vX^<>pdhP*8"
+    # One colour and marker per series in every panel: EPR's decoders first, then the rest.
+    series_names = ["sq", "rdft", *sorted({r["series"] for r in _alternative_rows(rows)})]
+    colours = plt.get_cmap("tab20").colors
+    styles = {
+        name: (
+            colours[index % len(colours)],
+            "os"[index] if index < 2 else "vX^<>pdhP*8D"[index % 12],
+        )
+        for index, name in enumerate(series_names)
+    }
     for ax, arch in zip(axes[0], architectures, strict=True):
-        for decoder, marker in (("sq", "o"), ("rdft", "s")):
+        for decoder in ("sq", "rdft"):
             points = sorted(
                 (r["payload_bytes"] / 1000, 100 * r["test_error"])
                 for r in rows
                 if r["architecture"] == arch and r["decoder"] == decoder
             )
             if points:
-                ax.plot(*zip(*points, strict=True), marker=marker, label=f"eprpipe {decoder}")
+                colour, marker = styles[decoder]
+                ax.plot(
+                    *zip(*points, strict=True), marker=marker, color=colour,
+                    label=f"eprpipe {decoder}",
+                )  # fmt: skip
         mine = [r for r in _alternative_rows(rows) if r["architecture"] == arch]
-        for index, series in enumerate(sorted({r["series"] for r in mine})):
+        for series in sorted({r["series"] for r in mine}):
             points = sorted(
                 (r["payload_bytes"] / 1000, 100 * r["test_error"])
                 for r in mine
                 if r["series"] == series
             )
+            colour, marker = styles[series]
             ax.plot(
-                *zip(*points, strict=True), marker=markers[index % len(markers)],
+                *zip(*points, strict=True), marker=marker, color=colour,
                 ls="-" if len(points) > 1 else "none", alpha=0.8, label=series,
             )  # fmt: skip
         for (label, kb, err), color in zip(PUBLISHED[arch], ("black", "red"), strict=False):
