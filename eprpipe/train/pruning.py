@@ -20,9 +20,15 @@ from torch import nn
 from torch.nn.utils import prune
 
 from eprpipe.errors import EprError
+from eprpipe.train.config import Choice
 from eprpipe.train.loop import Data, History, TrainConfig, error_rate, train_plain
 
-SCOPES = ("global", "layer")
+
+class PruningScope(Choice):
+    """Where one magnitude threshold applies: over all pruned weights, or within each layer."""
+
+    GLOBAL = "global"
+    LAYER = "layer"
 
 
 @dataclass
@@ -55,7 +61,7 @@ def prune_and_finetune(
     test: Data,
     sparsity: float,
     config: TrainConfig,
-    scope: str = "global",
+    scope: PruningScope | str = PruningScope.GLOBAL,
 ) -> Pruned:
     """Prune `module`'s weights by magnitude to `sparsity` (the fraction set to zero, rounded to
     whole weights: of all pruned weights with `scope="global"`, of each layer's with "layer"),
@@ -67,12 +73,11 @@ def prune_and_finetune(
     """
     if not 0.0 <= sparsity < 1.0:
         raise EprError(f"sparsity must be in [0, 1), got {sparsity}")
-    if scope not in SCOPES:
-        raise EprError(f"unknown pruning scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    scope = PruningScope.parse(scope)
     layers = prunable(module)
     if not layers:
         raise EprError("the module has no Linear or convolution layer to prune")
-    if scope == "global":
+    if scope is PruningScope.GLOBAL:
         prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=sparsity)
     else:
         for layer, name in layers:
