@@ -88,19 +88,15 @@ def _run_job(
         }
         if alternatives is None:
             return [row]
-        from eprpipe.train.alternatives import measure_alternatives, measure_nncodec
+        from eprpipe.train.alternatives import measure_alternatives
 
         finetune = replace(config, epochs=alternatives.finetune_epochs)
         others = measure_alternatives(
             net, arch.input_shape, spec.mean, spec.std, train[0], test,
             (train_data, test_data), finetune, alternatives.sparsities,
-            alternatives.calibration_images,
+            alternatives.calibration_images, nncodec=alternatives.nncodec,
+            nncodec_qps=alternatives.nncodec_qps,
         )  # fmt: skip
-        if alternatives.nncodec is not None:
-            others += measure_nncodec(
-                net, arch.input_shape, spec.mean, spec.std, test, alternatives.nncodec,
-                alternatives.nncodec_qps,
-            )  # fmt: skip
         return [row, *({**asdict(job), **r, "decoder": "alternative"} for r in others)]
     path = Path(out_dir) / f"{job.architecture}_{job.decoder}_lam{job.lam:g}.epr"
     result = compress_registered(

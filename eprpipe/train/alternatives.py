@@ -28,7 +28,11 @@ from eprpipe.data.datasets import Prepared, as_float
 from eprpipe.deploy import baselines
 from eprpipe.deploy.evaluate import evaluate_split
 from eprpipe.errors import EprError
-from eprpipe.train.alternative_options import CALIBRATION_IMAGES, PRUNING_SPARSITIES
+from eprpipe.train.alternative_options import (
+    CALIBRATION_IMAGES,
+    NNCODEC_QPS,
+    PRUNING_SPARSITIES,
+)
 from eprpipe.train.export import INPUT_NAME, weightless_graph
 from eprpipe.train.loop import Data, TrainConfig
 from eprpipe.train.pruning import prune_and_finetune
@@ -99,16 +103,14 @@ def _row(variant: baselines.Variant, test: Prepared, threads: int | None) -> dic
 
 
 def measure_baselines(
-    module: nn.Module,
-    input_shape: tuple[int, int, int],
-    mean: Sequence[float],
-    std: Sequence[float],
+    model: onnx.ModelProto,
+    weights: Sequence[str],
     calibration: np.ndarray,
     test: Prepared,
     threads: int | None = 1,
 ) -> list[dict]:
-    """One row per baseline of `eprpipe.deploy.baselines`, each evaluated on `test`."""
-    model, weights = float_onnx(module, input_shape, mean, std)
+    """One row per baseline of `eprpipe.deploy.baselines` of the float ONNX `model` (as
+    `float_onnx` gives it, with its `weights`), each evaluated on `test`."""
     return [_row(v, test, threads) for v in baselines.variants(model, calibration, weights)]
 
 
@@ -152,10 +154,8 @@ def measure_pruning(
 
 
 def measure_nncodec(
-    module: nn.Module,
-    input_shape: tuple[int, int, int],
-    mean: Sequence[float],
-    std: Sequence[float],
+    model: onnx.ModelProto,
+    weights: Sequence[str],
     test: Prepared,
     command: Sequence[str],
     qps: Sequence[int],
@@ -165,7 +165,6 @@ def measure_nncodec(
     under the Python of NNCodec's own environment (it pins numpy<2), which codes the float
     model's weights and writes them decoded; they go back into the float ONNX model, evaluated
     on `test` like every other row. The payload is NNCodec's whole bitstream."""
-    model, weights = float_onnx(module, input_shape, mean, std)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
@@ -206,11 +205,18 @@ def measure_alternatives(
     sparsities: Sequence[float] = PRUNING_SPARSITIES,
     calibration: int = CALIBRATION_IMAGES,
     threads: int | None = 1,
+    nncodec: Sequence[str] | None = None,
+    nncodec_qps: Sequence[int] = NNCODEC_QPS,
 ) -> list[dict]:
-    """Every baseline of the trained `module`, then pruning at each of `sparsities` (fine-tuned
-    as `finetune` says); calibration images are drawn with `finetune.seed`."""
+    """Every baseline of the trained `module`, pruning at each of `sparsities` (fine-tuned as
+    `finetune` says), then NNCodec at `nncodec_qps` if `nncodec` (see `measure_nncodec`) is
+    given; calibration images are drawn with `finetune.seed`. The float model is exported once."""
+    model, weights = float_onnx(module, input_shape, mean, std)
     images = calibration_images(train_images, calibration, finetune.seed)
-    rows = measure_baselines(module, input_shape, mean, std, images, test, threads)
-    return rows + measure_pruning(
+    rows = measure_baselines(model, weights, images, test, threads)
+    rows += measure_pruning(
         module, input_shape, mean, std, data, test, finetune, sparsities, threads
     )
+    if nncodec is not None:
+        rows += measure_nncodec(model, weights, test, nncodec, nncodec_qps, threads)
+    return rows

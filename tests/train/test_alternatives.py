@@ -160,7 +160,10 @@ def test_nncodec_that_cannot_run_is_one_error_naming_why(trained) -> None:
     spec = get_dataset("digits")
     with pytest.raises(EprError, match=r"NNCodec failed \(.*\): error: .*nncodec"):
         measure_nncodec(
-            net, SHAPE, spec.mean, spec.std, test, [sys.executable, NNCODEC_TOOL], [-32]
+            *float_onnx(net, SHAPE, spec.mean, spec.std),
+            test,
+            [sys.executable, NNCODEC_TOOL],
+            [-32],
         )
 
 
@@ -168,9 +171,8 @@ def test_nncodec_that_cannot_run_is_one_error_naming_why(trained) -> None:
 def test_nncodec_rows_are_measured_on_the_decoded_weights(trained) -> None:
     net, _, test, _, test_data = trained
     spec = get_dataset("digits")
-    rows = measure_nncodec(
-        net, SHAPE, spec.mean, spec.std, test, [NNCODEC_PYTHON, NNCODEC_TOOL], [-38, -14]
-    )
+    model, weights = float_onnx(net, SHAPE, spec.mean, spec.std)
+    rows = measure_nncodec(model, weights, test, [NNCODEC_PYTHON, NNCODEC_TOOL], [-38, -14])
     assert [row["variant"] for row in rows] == ["nncodec-qp-38", "nncodec-qp-14"]
     assert all(row["series"] == "NNCodec" and row["test_examples"] == len(test[1]) for row in rows)
     fine, coarse = rows
