@@ -103,7 +103,7 @@ def _tensor_info(record: TensorRecord, size: TensorSize, untrained: frozenset[st
         dtype=record.dtype,
         decoder=decoder,
         trained=record.name not in untrained,
-        payload_bytes=size.latent_bytes + size.table_bytes + size.decoder_bytes + size.raw_bytes,
+        payload_bytes=size.payload_bytes,
     )
 
 

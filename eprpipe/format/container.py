@@ -110,6 +110,11 @@ class TensorSize:
     raw_bytes: int = 0  # verbatim tensor data
     table_symbols: int = 0  # alphabet entries of its tables: what readers budget per file
 
+    @property
+    def payload_bytes(self) -> int:
+        """This tensor's share of the parameter payload (see SizeBreakdown.payload_bytes)."""
+        return self.latent_bytes + self.table_bytes + self.decoder_bytes + self.raw_bytes
+
 
 @dataclass
 class SizeBreakdown:
