@@ -42,7 +42,8 @@ from eprpipe.train.loop import (
     train_epr,
     train_plain,
 )
-from eprpipe.train.reparam import EPRModel, RdftDecoder
+from eprpipe.train.records import tensor_records, untrained_state
+from eprpipe.train.reparam import EPRModel
 from eprpipe.train.weights import load_into
 
 HELD_OUT_EXAMPLES = 1000
@@ -103,48 +104,6 @@ def check_writable(path: Path, inputs: tuple[Path, ...] = ()) -> None:
         raise EprError(f"cannot write {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise EprError(f"cannot write {path}: directory {parent} is not writable")
-
-
-def _records(model: EPRModel, state: dict[str, torch.Tensor]) -> list[container.TensorRecord]:
-    """Every state_dict tensor: coded latents for parameters, verbatim bytes for the rest."""
-    latents = model.integer_latents()
-    records = []
-    for tensor in model.tensors:
-        if isinstance(tensor.decoder, RdftDecoder):
-            steps = tensor.decoder.steps().detach().cpu().numpy().astype(np.float16)
-            decoder = container.RdftDecoderParams(steps=steps)
-        else:
-            decoder = container.ScalarDecoderParams(step=float(tensor.decoder.step().detach()))
-        records.append(
-            container.TensorRecord(
-                name=tensor.name,
-                shape=tuple(latents[tensor.name].shape),
-                dtype="float32",
-                decoder=decoder,
-                latents=latents[tensor.name],
-                raw=None,
-            )
-        )
-    for name, value in state.items():
-        array = value.detach().cpu().numpy()
-        records.append(
-            container.TensorRecord(
-                name=name,
-                shape=tuple(array.shape),
-                dtype=str(array.dtype),
-                decoder=None,
-                latents=None,
-                raw=array,
-            )
-        )
-    return records
-
-
-def _buffers(net: nn.Module) -> dict[str, torch.Tensor]:
-    """state_dict entries that are not reparameterized parameters (BatchNorm statistics, …)."""
-    return {
-        name: value for name, value in net.state_dict().items() if ".parametrizations." not in name
-    }
 
 
 def _baseline_error(
@@ -275,8 +234,8 @@ def compress_module(
     history = train_epr(model, train_data, test_data, config, run)
     with torch.no_grad():
         rate_estimate = float(model.rate_bits(RateEstimator.ROUND))
-    buffers = _buffers(net)
-    records = _records(model, buffers)
+    buffers = untrained_state(net)
+    records = tensor_records(model, buffers)
     names = {record.name for record in records}
     graph = weightless_graph(plain.cpu(), input_spec.shape, names)
     manifest = {
