@@ -14,7 +14,16 @@ from eprpipe.format.container import (
     ScalarDecoderParams,
     SizeBreakdown,
 )
-from eprpipe.format.manifest import reported_metrics, untrained_tensors
+from eprpipe.format.manifest import (
+    TensorSpec,
+    inputs,
+    outputs,
+    reported_metrics,
+    task,
+    task_metric,
+    untrained_tensors,
+    user_metadata,
+)
 
 
 def _decoder_name(decoder: object) -> str:
@@ -170,6 +179,7 @@ def _tensor_table(rows: list[dict]) -> list[str]:
 
 def info_json(contents: EprContents, sizes: SizeBreakdown) -> dict:
     return {
+        "format_version": f"1.{contents.minor}",
         "manifest": contents.manifest,
         "sizes": {
             "file": sizes.file_bytes,
@@ -200,6 +210,40 @@ def _metrics_lines(manifest: dict) -> list[str]:
     ]
 
 
+def _spec_line(kind: str, spec: TensorSpec) -> str:
+    """One declared input or output: name, dtype and shape, symbolic dims by their names."""
+    dims = ", ".join(_printable(d) if isinstance(d, str) else str(d) for d in spec.shape)
+    line = f"{kind:<7}{_printable(spec.name)}: {spec.dtype} [{dims}]"
+    if spec.normalization is not None:
+        line += f" (normalized inside the graph along axis {spec.normalization.axis})"
+    return line
+
+
+def _task_lines(contents: EprContents) -> list[str]:
+    """What a 1.1 file declares: its task, inputs and outputs, its metric, its metadata keys."""
+    manifest, minor = contents.manifest, contents.minor
+    lines = []
+    declared = task(manifest, minor)
+    if declared is not None:
+        names = f" ({len(declared.classes):,} classes)" if declared.classes else ""
+        lines.append(f"task   {declared.kind}{names}")
+    lines += [_spec_line("input", spec) for spec in inputs(manifest, minor) or ()]
+    lines += [_spec_line("output", spec) for spec in outputs(manifest, minor) or ()]
+    metric = task_metric(manifest, minor)
+    if metric is not None:
+        details = [f"{metric.examples:,} test examples"] if metric.examples is not None else []
+        if metric.baseline is not None:
+            details.append(f"uncompressed {metric.baseline:.6g}")
+        if metric.higher_is_better is not None:
+            details.append("higher is better" if metric.higher_is_better else "lower is better")
+        shown = f" ({', '.join(details)})" if details else ""
+        lines.append(f"reported {_printable(metric.name)} {metric.value:.6g}{shown}")
+    keys = user_metadata(manifest, minor)
+    if keys:
+        lines.append("metadata " + ", ".join(_printable(key) for key in keys))
+    return lines
+
+
 def info_report(path: Path, contents: EprContents, sizes: SizeBreakdown) -> str:
     """What `eprpipe info` prints: the manifest's essentials and a per-tensor table."""
     manifest = contents.manifest
@@ -212,6 +256,7 @@ def info_report(path: Path, contents: EprContents, sizes: SizeBreakdown) -> str:
     lines = [
         f"{path}: {architecture} trained on {dataset} by {producer}",
         *_metrics_lines(manifest),
+        *_task_lines(contents),
         *_tensor_table(rows),
     ]
     lines.append(

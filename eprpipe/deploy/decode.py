@@ -22,10 +22,10 @@ from eprpipe.deploy.evaluate import (
     images_per_batch,
 )
 from eprpipe.errors import EprError, FormatError
-from eprpipe.format.container import read_epr
+from eprpipe.format.container import EprContents, read_epr
 from eprpipe.format.graph import build_onnx, parse_graph
 from eprpipe.format.limits import DEFAULT_LIMITS, ReadLimits
-from eprpipe.format.manifest import check_manifest, input_shape
+from eprpipe.format.manifest import MINOR_1_1, check_manifest, input_shape, inputs, task
 from eprpipe.format.sources import open_regular
 from eprpipe.plugins.manager import get_dataset
 
@@ -109,7 +109,37 @@ def _model_and_shape(path: Path, limits: ReadLimits) -> tuple[onnx.ModelProto, D
         model = load_onnx(path)
         return model, declared_input_shape(model, str(path))
     contents, _ = read_epr(path, limits=limits)
+    if contents.minor >= MINOR_1_1:
+        declared = scored_image_shape(contents, str(path))
+        return build_onnx(contents), declared
     return build_onnx(contents), input_shape(contents.manifest)
+
+
+def scored_image_shape(contents: EprContents, source: str) -> Declared:
+    """The input shape of a format 1.1 file that eval can score, symbolic dims as None: its
+    task is classification and its one input a float32 [batch, C, H, W] tensor (the graph
+    already normalizes it). Any other 1.1 file is one clear EprError."""
+    kind = task(contents.manifest, contents.minor)
+    declared = inputs(contents.manifest, contents.minor)
+    if (
+        kind is not None
+        and kind.kind == "classification"
+        and declared is not None
+        and len(declared) == 1
+        and declared[0].dtype == "float32"
+        and len(declared[0].shape) == 4
+    ):
+        return tuple(None if isinstance(d, str) else d for d in declared[0].shape)
+    shown = (
+        "not declared"
+        if declared is None
+        else ", ".join(f"{s.name!r} {s.dtype} {list(s.shape)}" for s in declared)
+    )
+    raise EprError(
+        f"{source}: eval scores image classifiers (task classification, one float32 input "
+        f"[batch, channels, height, width]); this file's task is "
+        f"{kind.kind if kind is not None else 'not declared'} and its inputs are {shown}"
+    )
 
 
 def evaluate_file(

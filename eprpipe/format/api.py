@@ -27,7 +27,21 @@ from eprpipe.format.container import (
 )
 from eprpipe.format.graph import build_onnx
 from eprpipe.format.limits import DEFAULT_LIMITS, ReadLimits
-from eprpipe.format.manifest import classes, input_shape, reported_metrics, untrained_tensors
+from eprpipe.format.manifest import (
+    Task,
+    TaskMetric,
+    TensorSpec,
+    classes,
+    input_shape,
+    inputs,
+    outputs,
+    reported_metrics,
+    task,
+    task_metric,
+    tied_tensors,
+    untrained_tensors,
+    user_metadata,
+)
 from eprpipe.format.validate import Report, validate_file
 
 PathLike = str | os.PathLike
@@ -57,6 +71,41 @@ class EprInfo:
     manifest: dict
     tensors: tuple[TensorInfo, ...]
     sizes: SizeBreakdown  # the byte breakdown `eprpipe info` prints
+    version_minor: int = 0  # the header's: from 1 on, the 1.1 manifest keys are described
+
+    @property
+    def format_version(self) -> str:
+        return f"1.{self.version_minor}"
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...] | None:
+        """The model's inputs (name, dtype, shape with symbolic dims), if the file declares
+        them (format 1.1); a declared normalization is already inside the graph."""
+        return inputs(self.manifest, self.version_minor)
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...] | None:
+        return outputs(self.manifest, self.version_minor)
+
+    @property
+    def task(self) -> Task | None:
+        """classification (with class names), regression or none, if the file says (1.1)."""
+        return task(self.manifest, self.version_minor)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The user's free metadata (1.1); the decoded model carries every entry."""
+        return user_metadata(self.manifest, self.version_minor)
+
+    @property
+    def tied_tensors(self) -> dict[str, str]:
+        """Alias → stored record, for parameters shared by two modules (1.1)."""
+        return tied_tensors(self.manifest, self.version_minor)
+
+    @property
+    def task_metric(self) -> TaskMetric | None:
+        """The task's own metric on the test data, as its producer measured it (1.1)."""
+        return task_metric(self.manifest, self.version_minor)
 
     @property
     def architecture(self) -> str | None:
@@ -111,7 +160,7 @@ def _summary(path: PathLike, contents: EprContents, sizes: SizeBreakdown) -> Epr
     by_name = {size.name: size for size in sizes.tensors}
     untrained = untrained_tensors(contents.manifest)
     tensors = tuple(_tensor_info(r, by_name[r.name], untrained) for r in contents.tensors)
-    return EprInfo(str(path), contents.manifest, tensors, sizes)
+    return EprInfo(str(path), contents.manifest, tensors, sizes, contents.minor)
 
 
 def info(path: PathLike, *, limits: ReadLimits = DEFAULT_LIMITS) -> EprInfo:
@@ -176,6 +225,8 @@ def write_onnx(path: PathLike, output: PathLike, *, limits: ReadLimits = DEFAULT
 def load_weights(path: PathLike, *, limits: ReadLimits = DEFAULT_LIMITS) -> dict[str, np.ndarray]:
     """The decoded tensors by state-dict name, as the ONNX model gets them (like
     `safetensors.numpy.load_file`): float32 for coded tensors, the stored dtype for raw ones.
+    Aliases of tied tensors (1.1) come too, each the very array of the record it shares, so
+    that a state_dict is restored whole.
 
         >>> import eprpipe
         >>> weights = eprpipe.load_weights("spec/vectors/valid/dense-masks.epr")
@@ -183,4 +234,6 @@ def load_weights(path: PathLike, *, limits: ReadLimits = DEFAULT_LIMITS) -> dict
         {'fc.weight': ('float32', (24, 24)), 'fc.bias': ('float32', (24,))}
     """
     contents, _ = read_epr(path, limits=limits)
-    return {record.name: decode_weights(record) for record in contents.tensors}
+    weights = {record.name: decode_weights(record) for record in contents.tensors}
+    aliases = tied_tensors(contents.manifest, contents.minor)
+    return weights | {alias: weights[target] for alias, target in aliases.items()}

@@ -28,7 +28,7 @@ from eprpipe.format.bitio import ByteReader, uvarint
 from eprpipe.format.coding import empirical_bits, ideal_bits
 from eprpipe.format.layout import CodedLatents, Layout, encode_latents, read_latents
 from eprpipe.format.limits import DEFAULT_LIMITS, ReadBudget, ReadLimits
-from eprpipe.format.manifest import check_manifest
+from eprpipe.format.manifest import check_manifest, check_tied_tensors, required_minor
 from eprpipe.format.paramdecode import as_float16, decode_rdft, decode_scalar
 from eprpipe.format.sources import ByteSource, MemorySource, crc32_of, open_regular
 from eprpipe.format.structures import (
@@ -94,6 +94,14 @@ class EprContents:
     manifest: dict
     graph: bytes  # serialized weightless ONNX ModelProto, opaque here
     tensors: list[TensorRecord]
+    # The header's version_minor, as read; None for contents made in memory. A writer never
+    # takes it from here: it writes the lowest minor the manifest needs (spec 4).
+    version_minor: int | None = None
+
+    @property
+    def minor(self) -> int:
+        """The minor version whose rules apply: the one read, else the one a writer writes."""
+        return required_minor(self.manifest) if self.version_minor is None else self.version_minor
 
 
 @dataclass
@@ -374,15 +382,24 @@ def _manifest_json(manifest: dict) -> bytes:
 
 
 def _manifest_section(manifest: dict) -> bytes:
-    """The META body for `manifest`, refused if a reader would reject its application keys."""
+    """The META body for `manifest`, refused if a reader would reject its application keys
+    in a file of the minor version the writer gives it."""
     text = _manifest_json(manifest)
-    if (problem := check_manifest(manifest)) is not None:
+    if (problem := check_manifest(manifest, required_minor(manifest))) is not None:
         raise EprError(f"cannot write this manifest: {problem}")
     return _zstd(text)
 
 
-def _parse_manifest(data: bytes, fail: Callable[..., FormatError]) -> tuple[dict, bool]:
-    """The manifest, and whether `data` is its canonical text (which only validators require)."""
+def _check_tied_names(manifest: dict, names: list[str]) -> None:
+    """Refuse tied_tensors a reader would reject: aliases of records the file does not hold."""
+    problem = check_tied_tensors(manifest, required_minor(manifest), names)
+    if problem is not None:
+        raise EprError(f"cannot write this manifest: {problem}")
+
+
+def _parse_manifest(data: bytes, fail: Callable[..., FormatError], minor: int) -> tuple[dict, bool]:
+    """The manifest of a file of minor version `minor`, and whether `data` is its canonical
+    text (which only validators require)."""
 
     def unique_keys(pairs: list[tuple[str, object]]) -> dict:
         result = dict(pairs)
@@ -418,7 +435,7 @@ def _parse_manifest(data: bytes, fail: Callable[..., FormatError]) -> tuple[dict
         canonical = _manifest_json(manifest)
     except EprError as err:  # a lone surrogate escape, which UTF-8 cannot carry; deep nesting
         raise fail(f"manifest cannot be written back as UTF-8 JSON: {err}", "bad-manifest") from err
-    problem = check_manifest(manifest)
+    problem = check_manifest(manifest, minor)
     if problem is not None:
         raise fail(f"manifest {problem}", "bad-manifest")
     return manifest, canonical == data
@@ -454,7 +471,8 @@ def encode_container(contents: EprContents, *, alignment: int = 0) -> tuple[byte
         (TAG_GRAPH, FLAG_REQUIRED, _zstd(bytes(contents.graph))),
         (TAG_TENSORS, FLAG_REQUIRED, tensors),
     ]
-    data = join_sections(sections, alignment=alignment)
+    _check_tied_names(contents.manifest, names)  # once the manifest passed its checks
+    data = join_sections(sections, alignment=alignment, minor=required_minor(contents.manifest))
     sizes = [size for _, size in encoded]
     table_bytes = HEADER.size + len(sections) * SECTION_ENTRY.size + _CRC.size
     _check_budgets(contents, sizes, table_bytes + _body_bytes(sections))
@@ -549,8 +567,9 @@ def with_manifest(data: bytes, sizes: SizeBreakdown, manifest: dict) -> tuple[by
     if any(not section_flags & FLAG_REQUIRED for _, section_flags, _ in sections):
         raise EprError("with_manifest takes files with the three core sections only")
     meta = _manifest_section(manifest)
+    _check_tied_names(manifest, [tensor.name for tensor in sizes.tensors])
     sections = [(tag, f, meta if tag == TAG_META else body) for tag, f, body in sections]
-    out = join_sections(sections, alignment=header["alignment"])
+    out = join_sections(sections, alignment=header["alignment"], minor=required_minor(manifest))
     return out, dataclasses.replace(
         sizes,
         file_bytes=len(out),
@@ -624,6 +643,7 @@ class _Layout:
     sections: list[_Section]
     header_end: int  # header, entries and header_crc
     padding: int  # zero bytes before sections
+    minor: int  # the header's version_minor: which manifest keys are described (spec 4.1)
 
     @property
     def counted_bytes(self) -> int:
@@ -695,7 +715,7 @@ def _read_section_table(source: ByteSource) -> _Layout:
             offset=offset,
             code="trailing-bytes",
         )
-    return _Layout(sections, header_end, padding)
+    return _Layout(sections, header_end, padding, header["version_minor"])
 
 
 def _skip_padding(source: ByteSource, offset: int, alignment: int) -> int:
@@ -736,6 +756,7 @@ class PartialRead:
     manifest_is_canonical: bool | None = None  # producers must write canonical JSON (spec 4.1)
     graph: bytes | None = None
     tensors: list[TensorRecord] | None = None
+    version_minor: int | None = None  # None: the header could not be read
     violations: list[FormatError] = field(default_factory=list)
 
 
@@ -776,6 +797,8 @@ def _decode(
             code="limit-exceeded",
         )
     layout = _read_section_table(source)
+    if partial is not None:
+        partial.version_minor = layout.minor
     meta, graph, tens, unknown_bytes = _core_sections(layout.sections)
 
     def part(read: Callable[[], _T]) -> _T | None:
@@ -791,11 +814,13 @@ def _decode(
             )
         return None
 
-    manifest = part(lambda: _read_manifest(meta, limits))
+    manifest = part(lambda: _read_manifest(meta, limits, layout.minor))
     graph_limit = limits.inflation_allowance(len(graph.body), limits.max_graph_bytes)
     graph_bytes = part(lambda: _unzstd(graph, graph_limit, limits.max_zstd_window))
     budget = ReadBudget(limits, layout.counted_bytes)
     tensors = part(lambda: _read_tensors(tens, limits, budget))
+    if manifest is not None and tensors is not None:
+        part(lambda: _check_tied(meta, manifest[0], layout.minor, tensors[0]))
     if partial is not None:
         partial.manifest, partial.manifest_is_canonical = manifest or (None, None)
         partial.graph = graph_bytes
@@ -813,7 +838,8 @@ def _decode(
         record_framing + unknown_bytes,
         sizes,
     )
-    return EprContents(manifest=manifest[0], graph=graph_bytes, tensors=records), breakdown
+    contents = EprContents(manifest[0], graph_bytes, records, version_minor=layout.minor)
+    return contents, breakdown
 
 
 def _core_sections(sections: list[_Section]) -> tuple[_Section, _Section, _Section, int]:
@@ -846,9 +872,16 @@ def _core_sections(sections: list[_Section]) -> tuple[_Section, _Section, _Secti
     return known[TAG_META], known[TAG_GRAPH], known[TAG_TENSORS], unknown_bytes
 
 
-def _read_manifest(meta: _Section, limits: ReadLimits) -> tuple[dict, bool]:
+def _read_manifest(meta: _Section, limits: ReadLimits, minor: int) -> tuple[dict, bool]:
     limit = limits.inflation_allowance(len(meta.body), limits.max_manifest_bytes)
-    return _parse_manifest(_unzstd(meta, limit, limits.max_zstd_window), _failure(meta))
+    return _parse_manifest(_unzstd(meta, limit, limits.max_zstd_window), _failure(meta), minor)
+
+
+def _check_tied(meta: _Section, manifest: dict, minor: int, records: list[TensorRecord]) -> None:
+    """The manifest's tied_tensors against the records: the rule that needs both (4.1)."""
+    problem = check_tied_tensors(manifest, minor, (record.name for record in records))
+    if problem is not None:
+        raise _failure(meta)(f"manifest {problem}", "bad-manifest")
 
 
 def _read_tensors(

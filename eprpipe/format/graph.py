@@ -18,14 +18,29 @@ from onnx import helper, numpy_helper
 from eprpipe.errors import FormatError
 from eprpipe.format.container import EprContents, decode_weights
 from eprpipe.format.manifest import (
+    MINOR_1_1,
+    TensorSpec,
     check_manifest,
     classes,
     declares_classification,
     input_normalization,
     input_shape,
+    inputs,
+    outputs,
+    task,
+    user_metadata,
 )
 
 NORMALIZED_INPUT = "input_normalized"
+
+# The ONNX element type of each dtype a 1.1 manifest can give an input or output (spec 4.1).
+ELEMENT_OF_DTYPE = {
+    "float32": onnx.TensorProto.FLOAT,
+    "float16": onnx.TensorProto.FLOAT16,
+    "int64": onnx.TensorProto.INT64,
+    "int32": onnx.TensorProto.INT32,
+    "bool": onnx.TensorProto.BOOL,
+}
 
 # The versions onnxruntime 1.18, the oldest the package allows, runs (spec 4.2, rule 7): its
 # default-domain opsets 7 to 21 and IR versions 3 to 10. Later opsets and IR versions pass the
@@ -274,6 +289,53 @@ def _check_classifier(graph: onnx.GraphProto, manifest: dict) -> None:
         )
 
 
+def _check_declared(kind: str, values: list[onnx.ValueInfoProto], specs: tuple[TensorSpec, ...]):
+    """The graph's runtime inputs (or outputs) are the manifest's, in order (spec 4.2, rule
+    11): names, element types, ranks, and a fixed dim wherever the manifest gives a size."""
+    if len(values) != len(specs):
+        names = [value.name for value in values]
+        raise _mismatch(
+            f"the manifest declares {len(specs)} {kind}s, the graph has {len(values)}: {names}"
+        )
+    for index, (value, spec) in enumerate(zip(values, specs, strict=True)):
+        dims = dims_of(value)
+        fits = (
+            value.name == spec.name
+            and value.type.tensor_type.elem_type == ELEMENT_OF_DTYPE[spec.dtype]
+            and dims is not None
+            and len(dims) == len(spec.shape)
+            and all(
+                isinstance(size, str) or dim == size
+                for dim, size in zip(dims, spec.shape, strict=True)
+            )
+        )
+        if not fits:
+            raise _mismatch(
+                f"graph {kind} {index} is {_describe(value)}, the manifest's {kind}s[{index}] is "
+                f"{spec.name!r} ({spec.dtype} {list(spec.shape)})"
+            )
+
+
+def _check_interface_1_1(graph: onnx.GraphProto, contents: EprContents) -> None:
+    """Rules 11 and 12 of spec 4.2, for files of minor version 1 or later."""
+    declared = inputs(contents.manifest, contents.minor)
+    if declared is not None:
+        _check_declared("input", runtime_inputs(graph), declared)
+    declared = outputs(contents.manifest, contents.minor)
+    if declared is not None:
+        _check_declared("output", list(graph.output), declared)
+    kind = task(contents.manifest, contents.minor)
+    if kind is None or kind.kind != "classification" or kind.classes is None:
+        return
+    first, dims = graph.output[0], dims_of(graph.output[0])
+    if first.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        raise _mismatch(f"the task is classification, but the first output is {_describe(first)}")
+    if dims and dims[-1] is not None and dims[-1] != len(kind.classes):
+        raise _mismatch(
+            f"the first graph output has {dims[-1]} classes, the task names {len(kind.classes)}"
+        )
+
+
 def _check_normalized_input(graph: onnx.GraphProto, channels: int) -> onnx.ValueInfoProto:
     """The input normalization applies to (spec 4.2, rule 10): rank 4 (NCHW) with `channels`
     channels where that dim is fixed, so that a (1, C, 1, 1) mean broadcasts per channel."""
@@ -315,6 +377,8 @@ def _prepend_normalization(
 
 
 def _metadata(contents: EprContents) -> dict[str, str]:
+    """The model's metadata_props: how to feed it and what it is; in a 1.1 file also the
+    declared inputs, outputs and task, and every entry of the user's metadata."""
     manifest = contents.manifest
     entries = {
         "eprpipe.input": json.dumps(manifest.get("input", {}), sort_keys=True),
@@ -325,6 +389,11 @@ def _metadata(contents: EprContents) -> dict[str, str]:
             entries[f"eprpipe.{key}"] = str(manifest[key])
     if "metrics" in manifest:
         entries["eprpipe.metrics"] = json.dumps(manifest["metrics"], sort_keys=True)
+    if contents.minor >= MINOR_1_1:
+        for key in ("inputs", "outputs", "task"):
+            if key in manifest:
+                entries[f"eprpipe.{key}"] = json.dumps(manifest[key], sort_keys=True)
+        entries.update(user_metadata(manifest, contents.minor))  # no key starts "eprpipe."
     return entries
 
 
@@ -340,7 +409,7 @@ def _check_model(model: onnx.ModelProto) -> None:
 
 def build_onnx(contents: EprContents) -> onnx.ModelProto:
     """Decoded container → a self-contained ONNX model (one file, no external data)."""
-    problem = check_manifest(contents.manifest)
+    problem = check_manifest(contents.manifest, contents.minor)
     if problem:
         raise FormatError(f"manifest {problem}", section="META", code="bad-manifest")
     model = parse_graph(contents.graph)
@@ -350,6 +419,8 @@ def build_onnx(contents: EprContents) -> onnx.ModelProto:
         raise _graph_error(f"graph initializers without data in TENS: {empty}", "graph-mismatch")
     if declares_classification(contents.manifest):
         _check_classifier(model.graph, contents.manifest)
+    if contents.minor >= MINOR_1_1:
+        _check_interface_1_1(model.graph, contents)
     normalization = input_normalization(contents.manifest)
     if normalization:
         original = _check_normalized_input(model.graph, len(normalization[0]))

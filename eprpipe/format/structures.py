@@ -67,7 +67,7 @@ HEADER = Structure(
         Field("magic", "u8", '89 45 50 52 0D 0A 1A 0A ("\\x89EPR\\r\\n\\x1a\\n")', _magic,
               "bad-magic", count=8),
         Field("version_major", "u16", "1", _major, "unsupported-version"),
-        Field("version_minor", "u16", "0 for files written to this document"),
+        Field("version_minor", "u16", "the lowest minor version the file needs (4)"),
         Field("section_count", "u16", "n"),
         Field("alignment", "u8", f"log2 of the section alignment, 0..{MAX_ALIGNMENT_LOG2}",
               in_range(0, MAX_ALIGNMENT_LOG2, "alignment"), "bad-alignment"),

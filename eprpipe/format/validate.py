@@ -91,7 +91,9 @@ def _check_graph(partial: PartialRead, report: Report) -> None:
         report.tensors = len(partial.tensors)
         if partial.manifest is None:
             return
-        build_onnx(EprContents(partial.manifest, partial.graph, partial.tensors))
+        build_onnx(
+            EprContents(partial.manifest, partial.graph, partial.tensors, partial.version_minor)
+        )
     except FormatError as err:
         report.violations.append(Violation.of(err))
 

@@ -77,3 +77,22 @@ def test_long_names_keep_the_columns_aligned() -> None:
         for title in ("symbols", "raw B", "bits/param"):
             end = header.index(title) + len(title)
             assert row[end] == " " and row[end - 1] != " ", (title, row)
+
+
+def test_info_prints_what_a_1_1_file_declares(capsys: pytest.CaptureFixture[str]) -> None:
+    path = VALID / "v11-normalized-classifier.epr"
+    assert main(["info", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:5] == [
+        "task   classification (3 classes)",
+        "input  image: float32 [batch, 1, 4, 4] (normalized inside the graph along axis 1)",
+        "output logits: float32 [batch, 3]",
+        "metadata source",
+    ]
+    assert main(["info", "--json", str(path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["format_version"] == "1.1" and report["manifest"]["metadata"] == {
+        "source": "formula"
+    }
+    assert main(["info", "--json", str(RAW_DTYPES)]) == 0
+    assert json.loads(capsys.readouterr().out)["format_version"] == "1.0"

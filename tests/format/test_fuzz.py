@@ -55,7 +55,7 @@ def seeds() -> tuple[Seed, ...]:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     strategy=st.sampled_from(sorted(STRATEGIES)),
-    seed_index=st.integers(0, 3),
+    seed_index=st.integers(0, len(seeds()) - 1),
     rng_seed=st.integers(0, 2**64 - 1),
 )
 def test_mutated_files_give_a_report_never_an_exception(strategy, seed_index, rng_seed):

@@ -461,10 +461,10 @@ def test_every_manifest_eprpipe_writes_passes() -> None:
 
 def test_the_valid_vectors_pass() -> None:
     files = sorted((VECTORS / "valid").glob("*.epr"))
-    assert len(files) == 4
+    assert len(files) == 6
     for path in files:
         contents, _ = read_epr(path)
-        assert check_manifest(contents.manifest) is None, path
+        assert check_manifest(contents.manifest, contents.minor) is None, path
 
 
 # --- end to end: every command refuses a broken key, at the META section ---------------------

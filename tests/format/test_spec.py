@@ -21,7 +21,7 @@ from eprpipe.format.syntax import Field
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "spec" / "FORMAT.md"
 PACKAGE = ROOT / "eprpipe"
-REVISION = 7
+REVISION = 8
 
 # Calls that take an error code as a positional argument: name -> index of that argument.
 _CODE_ARGUMENTS = {"_graph_error": 1, "fail": 1, "Field": 4}

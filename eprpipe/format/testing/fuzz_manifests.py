@@ -3,6 +3,7 @@ eprpipe's tools read, in canonical JSON so that they reach the typed checks (9).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Sequence
@@ -63,6 +64,85 @@ def manifests(rng: random.Random, seed: Seed, seeds: Sequence[Seed]) -> bytes:
 # channels, test_examples 2**53, test_error 0..1); the legal ones must survive every command.
 
 HUGE = 10**30
+
+
+def _tensor(
+    name: object = "input", dtype: object = "float32", shape: object = None, **extra
+) -> dict:
+    """A 1.1 inputs/outputs entry; the default is the digits seed's image input."""
+    return {"name": name, "dtype": dtype, "shape": ["N", 1, 8, 8] if shape is None else shape,
+            **extra}  # fmt: skip
+
+
+def _normalized(mean: object, std: object, axis: object) -> dict:
+    return _tensor(preprocessing={"normalization": {"mean": mean, "std": std, "axis": axis}})
+
+
+# Format 1.1's keys (checked only where the header says minor 1 or later; typed_manifest sets
+# it on half its cases): their wrong types, both sides of their bounds (64 entries, 8 dims,
+# 64-character dim names, 256 metadata members of 128-character keys and 65,536 bytes, 65,536
+# classes), the relations (unique names, axis and mean against the shape, classes only for
+# classification, tied aliases against the records) and lies against the graph (rule 11).
+V11_LIES: tuple[tuple[tuple[str, ...], tuple[object, ...]], ...] = (
+    (("inputs",), (
+        5, "x", None, [], {}, [{}], [5], [_tensor()], [_tensor(), _tensor()],
+        [_tensor(dtype="float64")], [_tensor(dtype="FLOAT")], [_tensor(dtype=1)],
+        [_tensor(name="")], [_tensor(name=5)], [_tensor(name="other")],
+        [_tensor(shape=[])], [_tensor(shape="N1x8x8")], [_tensor(shape=["N", 1, 8])],
+        [_tensor(shape=["N", 1, 8, 9])], [_tensor(shape=[1, 1, 8, 8])],
+        [_tensor(shape=["", 1, 8, 8])], [_tensor(shape=["n" * 64, 1, 8, 8])],
+        [_tensor(shape=["n" * 65, 1, 8, 8])], [_tensor(shape=[None, 1, 8, 8])],
+        [_tensor(shape=["N", 0, 8, 8])], [_tensor(shape=["N", -1, 8, 8])],
+        [_tensor(shape=["N", 1.0, 8, 8])], [_tensor(shape=["N", True, 8, 8])],
+        [_tensor(shape=["N", 1, 4096, 4097])], [_tensor(shape=["N", 1, 8, 8, 1, 1, 1, 1, 1])],
+        [_tensor(shape=["N", 1, HUGE, 8])], [_tensor(name=f"i{i}") for i in range(65)],
+        [_tensor(), _tensor(name="mask", dtype="bool", shape=["N"])],
+        [_normalized([0.5], [0.25], 1)], [_normalized([0.5], [0.25], 4)],
+        [_normalized([0.5, 0.5], [0.25, 0.25], 1)], [_normalized([0.5] * 8, [0.25] * 8, 3)],
+        [_normalized([0.5], [0.25], -1)], [_normalized([0.5], [0.25], 8)],
+        [_normalized([0.5], [0.25], 1.0)], [_normalized([0.5], [0], 1)],
+        [_normalized([0.5], [0.25, 0.25], 1)], [_normalized([], [], 1)],
+        [_normalized([1e39], [1], 0)], [_tensor(preprocessing=5)],
+        [_tensor(preprocessing={"normalization": {"mean": [0.5], "std": [0.25]}})],
+    )),
+    (("outputs",), (
+        5, None, [], [{}], [_tensor("logits", shape=["N", 10])],
+        [_tensor("logits", shape=["N", 9])], [_tensor("logits", shape=["N"])],
+        [_tensor("logits", dtype="int64", shape=["N", 10])], [_tensor("other", shape=["N", 10])],
+        [_tensor("logits", shape=["N", 10]), _tensor("logits", shape=["N", 10])],
+        [_tensor("logits", shape=["N", 10]), _tensor("extra", shape=[])],
+        [_tensor("logits", shape=["N", "classes"])],
+    )),
+    (("task",), (
+        5, "classification", None, {}, {"kind": "regression"}, {"kind": "none"},
+        {"kind": "classification"}, {"kind": "classification", "classes": []},
+        {"kind": "classification", "classes": [str(d) for d in range(10)]},
+        {"kind": "classification", "classes": [str(d) for d in range(9)]},
+        {"kind": "classification", "classes": ["c"] * 65537},
+        {"kind": "regression", "classes": ["a"]}, {"kind": "none", "classes": ["a"]},
+        {"kind": "detection"}, {"kind": 1}, {"classes": ["a"]},
+    )),
+    (("metadata",), (
+        5, "x", None, [], {}, {"k": "v"}, {"k": 1}, {"k": None}, {"k": ["v"]}, {"": "v"},
+        {"eprpipe.task": "x"}, {"eprpipe.": "x"}, {"EPRPIPE.x": "x"}, {"k" * 128: "v"},
+        {"k" * 129: "v"}, {"k": "v" * 65535}, {"k": "v" * 65536}, {"k": "é" * 32767},
+        {f"k{i}": "v" for i in range(256)}, {f"k{i}": "v" for i in range(257)},
+        {"line\nbreak": "\u001b[31m"},
+    )),
+    (("tied_tensors",), (
+        5, [], None, {}, {"alias": 1}, {"alias": "no-such-record"}, {"fc.weight": "fc.weight"},
+        {"alias": "fc.weight"}, {"a": "fc.weight", "b": "fc.bias"}, {"": "fc.weight"},
+    )),
+    (("metrics", "task_metric"), (
+        5, None, [], {}, {"name": "mse"}, {"value": 1.0}, {"name": "mse", "value": "1"},
+        {"name": "mse", "value": 0.5}, {"name": "mse", "value": HUGE},
+        {"name": "mse", "value": 1e308, "baseline": -1e308, "examples": 2**53},
+        {"name": "mse", "value": 0.5, "examples": -1}, {"name": "mse", "value": 0.5,
+         "examples": 2**53 + 1}, {"name": "acc", "value": 0.5, "higher_is_better": 1},
+        {"name": "acc", "value": 0.5, "higher_is_better": True, "baseline": None},
+        {"name": 5, "value": 0.5}, {"name": "\u001b]0;x\u0007", "value": 0.5},
+    )),
+)  # fmt: skip
 TYPED_LIES: tuple[tuple[tuple[str, ...], tuple[object, ...]], ...] = (
     (("input",), (5, 0, -1, 1.5, "x", "", [], [1, 2], None, True)),
     (("input", "shape"), (
@@ -114,11 +194,12 @@ TYPED_LIES: tuple[tuple[tuple[str, ...], tuple[object, ...]], ...] = (
     (("dataset",), (5, [], {}, None, "no-such-dataset")),
     (("producer",), (5, [], {}, None)),
     (("training",), ("x", 5, [], {"lambda": "x", "epochs": -1, "seed": 2**70})),
+    *V11_LIES,
 )  # fmt: skip
 DELETIONS = (
     ("metrics", "test_examples"), ("metrics", "test_error"), ("metrics", "dataset"),
     ("input", "shape"), ("input", "name"), ("input", "normalization", "std"),
-    ("output", "classes"), ("output", "kind"),
+    ("output", "classes"), ("output", "kind"), ("task", "kind"), ("metrics", "task_metric", "name"),
 )  # fmt: skip
 
 
@@ -165,8 +246,13 @@ def typed_lie(rng: random.Random, manifest: dict) -> None:
 
 def typed_manifest(rng: random.Random, seed: Seed, seeds: Sequence[Seed]) -> bytes:
     """Strategy 9: 1-3 typed lies in the keys eprpipe's tools read (input, output, metrics,
-    untrained_tensors...), in canonical JSON so the case reaches the typed checks."""
+    untrained_tensors, the 1.1 keys...), in canonical JSON so the case reaches the typed
+    checks; half the cases say minor version 1 (the 1.1 keys checked), the others keep the
+    seed's (in a 1.0 file they are free)."""
     manifest = json.loads(seed.manifest_json)
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
         typed_lie(rng, manifest)
-    return seed.container.with_body(b"META", fast_zstd(canonical_json(manifest))).to_bytes()
+    container = seed.container
+    if rng.random() < 0.5:
+        container = dataclasses.replace(container, minor=rng.choice((1, 1, 2, 65535)))
+    return container.with_body(b"META", fast_zstd(canonical_json(manifest))).to_bytes()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 import zstandard
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from eprpipe.format.bitio import ByteReader
 from eprpipe.format.container import EprContents, decode_container, encode_container
@@ -283,11 +283,62 @@ def _digits_seed(rng: np.random.Generator) -> bytes:
     return encode_container(EprContents(manifest, model_bytes(graph, PRODUCER), records))[0]
 
 
+def _v11_seed(rng: np.random.Generator) -> bytes:
+    """The digits model as a format 1.1 file: every 1.1 key set (inputs, outputs, a
+    classification task, metadata, a tied alias, the task's metric), normalization inside the
+    graph as 1.1 producers export it, so that `eval --dataset digits` runs it."""
+    nodes, inits = _conv_classifier("normalized", (4, 1, 3, 3), (10, 256), pads=[1, 1, 1, 1])
+    mean = numpy_helper.from_array(np.full((1, 1, 1, 1), 0.3, np.float32), "pre_mean")
+    std = numpy_helper.from_array(np.full((1, 1, 1, 1), 0.4, np.float32), "pre_std")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Sub", ["input", "pre_mean"], ["centered"]),
+            helper.make_node("Div", ["centered", "pre_std"], ["normalized"]),
+            *nodes,
+        ],
+        "digits-1.1",
+        [value_info("input", ["N", 1, 8, 8])],
+        [value_info("logits", ["N", 10])],
+        [mean, std, *inits],
+    )
+    records = [
+        rdft("conv.weight", np.rint(rng.laplace(0, 3, (4, 1, 3, 3))), RDFT_STEP),
+        scalar("conv.bias", rng.integers(-3, 3, 4), SCALAR_STEP),
+        scalar("fc.weight", np.rint(rng.laplace(0, 2, (10, 256))), 0.03125),
+        raw("fc.bias", rng.random(10).astype(np.float32)),
+    ]
+    normalization = {"mean": [0.3], "std": [0.4], "axis": 1}
+    manifest = {
+        "architecture": "tiny-digits",
+        "dataset": "digits",
+        "producer": "fuzz",
+        "inputs": [
+            {
+                "name": "input",
+                "dtype": "float32",
+                "shape": ["N", 1, 8, 8],
+                "preprocessing": {"normalization": normalization, "applied": "in the graph"},
+            }
+        ],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["N", 10]}],
+        "task": {"kind": "classification", "classes": [str(d) for d in range(10)]},
+        "metadata": {"owner": "fuzz", "licence": "CC0-1.0"},
+        "tied_tensors": {"head.weight": "fc.weight"},
+        "metrics": {
+            "task_metric": {"name": "accuracy", "value": 0.1, "higher_is_better": True},
+            "test_error": 0.9,
+        },
+    }
+    return encode_container(EprContents(manifest, model_bytes(graph, PRODUCER), records))[0]
+
+
 def builtin_seeds() -> list[bytes]:
-    """Four small valid files covering raw, scalar, rdft, masks, subgraphs, alignment, and one
-    whose every manifest key a tool reads is set (the digits model `eval` runs)."""
+    """Five small valid files covering raw, scalar, rdft, masks, subgraphs, alignment, one
+    whose every 1.0 manifest key a tool reads is set (the digits model `eval` runs) and the
+    same model as a 1.1 file with every 1.1 key set."""
     rng = np.random.default_rng(20240607)
     seeds = [_mlp_seed(rng), _conv_seed(rng), _branch_seed(rng), _digits_seed(rng)]
+    seeds.append(_v11_seed(rng))
     for index, seed in enumerate(seeds):
         report = validate_bytes(seed)
         if not report.valid:  # fuzzing from an invalid seed would prove nothing

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnx
 import zstandard
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from eprpipe.format.bitio import svarint, uvarint
 from eprpipe.format.coding import CodedGroup, GroupKind, encode_stream, stream_bytes
@@ -33,13 +33,22 @@ from eprpipe.format.container import (
     decode_weights,
     encode_container,
 )
+from eprpipe.format.manifest import tied_tensors
 from eprpipe.format.structures import FLAG_REQUIRED
 from eprpipe.format.tables import QTable
-from eprpipe.format.testing.graphs import conv_graph, dense_graph, identity_graph
+from eprpipe.format.testing.graphs import (
+    conv_graph,
+    dense_graph,
+    identity_graph,
+    model_bytes,
+    value_info,
+    weightless,
+)
 from eprpipe.format.testing.records import raw, rdft, record_head, scalar, scalar_head
 from eprpipe.format.testing.sections import (
     Section,
     assemble,
+    canonical_json,
     replace_section,
     section_offset,
     split,
@@ -159,6 +168,96 @@ def aligned_future_minor() -> bytes:
     return assemble(sections, alignment=4, minor=7)
 
 
+# --- format 1.1: the general manifest -------------------------------------------------------
+
+V11_METADATA = {"author": "eprpipe test vectors", "licence": "CC0-1.0", "note": "ünïcode ✓"}
+
+
+def pooled_embedding() -> bytes:
+    """Format 1.1: int64 tokens and a bool mask in, both [batch, seq] (symbolic), a regression
+    out; the output projection shares the embedding's values (tied_tensors)."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["embed.weight", "tokens"], ["embedded"]),
+            helper.make_node("Cast", ["mask"], ["weights"], to=TensorProto.FLOAT),
+            helper.make_node("Einsum", ["weights", "embedded"], ["pooled"], equation="bs,bsd->bd"),
+            helper.make_node("MatMul", ["pooled", "fc.weight"], ["value"]),
+        ],
+        "pooled-embedding",
+        [
+            value_info("tokens", ["batch", "seq"], TensorProto.INT64),
+            value_info("mask", ["batch", "seq"], TensorProto.BOOL),
+        ],
+        [value_info("value", ["batch", 1])],
+        initializer=[weightless("embed.weight", (16, 4)), weightless("fc.weight", (4, 1))],
+    )
+    manifest = {
+        "architecture": "pooled-embedding",
+        "producer": "eprpipe test vectors",
+        "inputs": [
+            {"name": "tokens", "dtype": "int64", "shape": ["batch", "seq"]},
+            {"name": "mask", "dtype": "bool", "shape": ["batch", "seq"]},
+        ],
+        "outputs": [{"name": "value", "dtype": "float32", "shape": ["batch", 1]}],
+        "task": {"kind": "regression"},
+        "metadata": V11_METADATA,
+        "tied_tensors": {"head.weight": "embed.weight"},
+        "metrics": {
+            "task_metric": {
+                "name": "mse",
+                "value": 0.125,
+                "baseline": 0.0625,
+                "higher_is_better": False,
+                "examples": 100,
+            }
+        },
+    }
+    records = [
+        scalar("embed.weight", spike_slab((16, 4), 11), 0.125),
+        raw("fc.weight", (np.arange(4, dtype=np.float32) - 1.5).reshape(4, 1) / 4),
+    ]
+    return encode_container(EprContents(manifest, model_bytes(graph), records))[0]
+
+
+def normalized_classifier() -> bytes:
+    """Format 1.1: a float32 image [batch, 1, 4, 4] classified into 3 named classes; the
+    declared normalization is the graph's first nodes (Sub, Div), as 1.1 producers export it."""
+    mean = numpy_helper.from_array(np.full((1, 1, 1, 1), 0.5, np.float32), "pre_mean")
+    std = numpy_helper.from_array(np.full((1, 1, 1, 1), 0.25, np.float32), "pre_std")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Sub", ["image", "pre_mean"], ["centered"]),
+            helper.make_node("Div", ["centered", "pre_std"], ["normalized"]),
+            helper.make_node("Flatten", ["normalized"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], transB=1),
+        ],
+        "normalized-classifier",
+        [value_info("image", ["batch", 1, 4, 4])],
+        [value_info("logits", ["batch", 3])],
+        initializer=[mean, std, weightless("fc.weight", (3, 16)), weightless("fc.bias", (3,))],
+    )
+    normalization = {"mean": [0.5], "std": [0.25], "axis": 1}
+    manifest = {
+        "architecture": "normalized-classifier",
+        "inputs": [
+            {
+                "name": "image",
+                "dtype": "float32",
+                "shape": ["batch", 1, 4, 4],
+                "preprocessing": {"normalization": normalization, "applied": "in the graph"},
+            }
+        ],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", 3]}],
+        "task": {"kind": "classification", "classes": ["circle", "square", "triangle"]},
+        "metadata": {"source": "formula"},
+    }
+    records = [
+        scalar("fc.weight", spike_slab((3, 16), 12), 0.0625),
+        raw("fc.bias", np.array([0.25, -0.5, 0.0], np.float32)),
+    ]
+    return encode_container(EprContents(manifest, model_bytes(graph), records))[0]
+
+
 VALID: dict[str, tuple[Callable[[], bytes], str]] = {
     "dense-masks": (dense_masks, "scalar record with row and column masks, raw float32 bias"),
     "conv-rdft": (conv_rdft, "rdft record of 3x3 kernels"),
@@ -166,6 +265,17 @@ VALID: dict[str, tuple[Callable[[], bytes], str]] = {
     "aligned-future-minor": (
         aligned_future_minor,
         "alignment 4 (16 bytes), version 1.7, an unknown optional section XTRA",
+    ),
+    "v11-pooled-embedding": (
+        pooled_embedding,
+        "version 1.1: int64 and bool inputs with symbolic dims, a regression task and its "
+        "metric, user metadata, an alias head.weight tied to embed.weight (listed as "
+        "tied_aliases, not among the tensors)",
+    ),
+    "v11-normalized-classifier": (
+        normalized_classifier,
+        "version 1.1: a float32 image input whose declared normalization is inside the "
+        "graph, a classification task with 3 class names",
     ),
 }
 
@@ -480,8 +590,47 @@ def _mask_record() -> bytes:
     return mask.encode() + latents.encode() + stream_bytes(encode_stream([mask, latents], values))
 
 
+def v11_invalids() -> list[Invalid]:
+    """Format 1.1 manifests, one defect each, in the pooled-embedding file (minor 1)."""
+    base = pooled_embedding()
+    meta_at = section_offset(base, b"META")
+    good = json.loads(zstandard.ZstdDecompressor().decompress(split(base)[0].body))
+
+    def edited(edit: Callable[[dict], None]) -> bytes:
+        manifest = json.loads(json.dumps(good))
+        edit(manifest)
+        return replace_section(base, b"META", zstd(canonical_json(manifest)))
+
+    def set_item(path: tuple, value: object) -> Callable[[dict], None]:
+        def edit(manifest: dict) -> None:
+            node = manifest
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
+
+        return edit
+
+    too_large = {"blob": "x" * 65536}
+    return [
+        Invalid("v11-bad-dtype", "inputs[0].dtype is float64", "bad-manifest", "META", meta_at,
+                edited(set_item(("inputs", 0, "dtype"), "float64"))),
+        Invalid("v11-duplicate-input", "inputs[1] is named tokens too", "bad-manifest", "META",
+                meta_at, edited(set_item(("inputs", 1, "name"), "tokens"))),
+        Invalid("v11-metadata-reserved-key", "metadata key eprpipe.task", "bad-manifest",
+                "META", meta_at, edited(set_item(("metadata",), {"eprpipe.task": "x"}))),
+        Invalid("v11-metadata-too-large", "metadata of 65,540 bytes", "bad-manifest", "META",
+                meta_at, edited(set_item(("metadata",), too_large))),
+        Invalid("v11-tied-missing", "tied alias head.weight names no record", "bad-manifest",
+                "META", meta_at,
+                edited(set_item(("tied_tensors",), {"head.weight": "no.such.weight"}))),
+        Invalid("v11-graph-input-mismatch", "inputs[0].shape fixes seq to 7, the graph does not",
+                "graph-mismatch", "GRPH", None,
+                edited(set_item(("inputs", 0, "shape"), ["batch", 7]))),
+    ]  # fmt: skip
+
+
 def invalid_vectors() -> list[Invalid]:
-    return header_invalids() + section_invalids() + record_invalids()
+    return header_invalids() + section_invalids() + record_invalids() + v11_invalids()
 
 
 # --- index, check and write -----------------------------------------------------------------
@@ -506,7 +655,7 @@ def build() -> tuple[dict[str, bytes], dict]:
     """Every vector file (path relative to spec/vectors) and the index."""
     files: dict[str, bytes] = {}
     index: dict[str, Any] = {
-        "format_version": "1.0",
+        "format_version": "1.1",  # the latest minor version among the vectors
         "generator": "tools/make_vectors.py",
         "zstandard": zstandard.__version__,  # byte-identical regeneration needs the same zstd
         "valid": [],
@@ -519,13 +668,15 @@ def build() -> tuple[dict[str, bytes], dict]:
             raise RuntimeError(f"valid vector {name} does not validate: {report.violations}")
         contents, _ = decode_container(data)
         files[f"valid/{name}.epr"] = data
-        index["valid"].append(
-            {
-                "file": f"valid/{name}.epr",
-                "description": description,
-                "tensors": [tensor_entry(record) for record in contents.tensors],
-            }
-        )
+        entry: dict[str, Any] = {
+            "file": f"valid/{name}.epr",
+            "description": description,
+            "tensors": [tensor_entry(record) for record in contents.tensors],
+        }
+        aliases = tied_tensors(contents.manifest, contents.minor)
+        if aliases:
+            entry["tied_aliases"] = aliases
+        index["valid"].append(entry)
     for case in invalid_vectors():
         report = validate_bytes(case.data)
         got = [(v.code, v.section, v.offset) for v in report.violations]
