@@ -6,6 +6,7 @@ weight loading and BatchNorm-statistics compaction. It may import every other wi
 outside `eprpipe.cli` imports it. Names are loaded on first use, so importing one module of
 this wing (say `eprpipe.train.priors`) does not pull in the whole training stack.
 
+    >>> from eprpipe.train import wrap, save, load_into  # doctest: +SKIP
     >>> from eprpipe.train import InputSpec, TrainConfig, compress_module  # doctest: +SKIP
 """
 
@@ -22,7 +23,11 @@ if TYPE_CHECKING:
         compress_registered,
     )
     from eprpipe.train.config import DEFAULTS, Decoder, Prior, RateEstimator, Schedule, TrainConfig
+    from eprpipe.train.export import Normalization
+    from eprpipe.train.face import save, wrap
     from eprpipe.train.loop import History, TensorData
+    from eprpipe.train.reparam import EPRModel
+    from eprpipe.train.weights import load_into
 
 _EXPORTS = {
     "CompressResult": "eprpipe.train.api",
@@ -37,6 +42,11 @@ _EXPORTS = {
     "RateEstimator": "eprpipe.train.config",
     "Schedule": "eprpipe.train.config",
     "TrainConfig": "eprpipe.train.config",
+    "EPRModel": "eprpipe.train.reparam",
+    "Normalization": "eprpipe.train.export",
+    "load_into": "eprpipe.train.weights",
+    "save": "eprpipe.train.face",
+    "wrap": "eprpipe.train.face",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -40,8 +40,13 @@ class Choice(str, Enum):
 
 
 class Decoder(Choice):
-    """How latents become weights: RDFT for k×k kernels (scalar elsewhere), or scalar only."""
+    """How latents become weights: RDFT for k×k kernels (scalar elsewhere), or scalar only.
 
+    "auto" picks per tensor what is measured to help: today the RDFT decoder for 2-D kernels
+    and the scalar one for every other tensor (1-D and 3-D kernels included), as "rdft" does.
+    """
+
+    AUTO = "auto"
     RDFT = "rdft"
     SQ = "sq"
 

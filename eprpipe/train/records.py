@@ -15,7 +15,8 @@ from eprpipe.train.reparam import EPRModel, RdftDecoder
 
 
 def tensor_records(model: EPRModel, state: dict[str, torch.Tensor]) -> list[container.TensorRecord]:
-    """Every state_dict tensor: coded latents for parameters, verbatim bytes for `state`."""
+    """Every tensor the file stores: coded latents for EPR parameters, verbatim bytes for the
+    parameters left out of EPR (`exclude`) and for `state` (buffers)."""
     latents = model.integer_latents()
     records = []
     for tensor in model.tensors:
@@ -36,23 +37,37 @@ def tensor_records(model: EPRModel, state: dict[str, torch.Tensor]) -> list[cont
                 raw=None,
             )
         )
-    for name, value in state.items():
-        array = value.detach().cpu().numpy()
-        records.append(
-            container.TensorRecord(
-                name=name,
-                shape=tuple(array.shape),
-                dtype=str(array.dtype),
-                decoder=None,
-                latents=None,
-                raw=array,
-            )
-        )
+    for stored in model.stored:
+        value = stored.value().to(getattr(torch, stored.dtype))
+        records.append(_verbatim(stored.name, value))
+    recorded = {record.name for record in records}
+    records += [_verbatim(name, value) for name, value in state.items() if name not in recorded]
     return records
+
+
+def _verbatim(name: str, value: torch.Tensor) -> container.TensorRecord:
+    array = value.detach().cpu().numpy()
+    return container.TensorRecord(
+        name=name,
+        shape=tuple(array.shape),
+        dtype=str(array.dtype),
+        decoder=None,
+        latents=None,
+        raw=array,
+    )
 
 
 def untrained_state(net: nn.Module) -> dict[str, torch.Tensor]:
     """state_dict entries that are not reparameterized parameters (BatchNorm statistics, …)."""
     return {
         name: value for name, value in net.state_dict().items() if ".parametrizations." not in name
+    }
+
+
+def buffer_state(model: EPRModel) -> dict[str, torch.Tensor]:
+    """The state_dict entries that are not parameters: BatchNorm statistics and other buffers,
+    which EPR does not train and reports leave out of bits per parameter."""
+    parameters = {name for name, _ in model.net.named_parameters(remove_duplicate=False)}
+    return {
+        name: value for name, value in untrained_state(model.net).items() if name not in parameters
     }

@@ -9,9 +9,11 @@ wrapped module keeps its own forward and its own state_dict names for the weight
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -139,6 +141,31 @@ class RdftDecoder(nn.Module):
         return torch.arange(latent.numel()) % self.num_groups
 
 
+class SharedDecode(nn.Module):
+    """The parametrization of a second owner of a tied parameter: the first owner's decoder.
+
+    Its original is the same latent Parameter, so the two modules decode one latent tensor
+    (coded once). The identity `right_inverse` leaves the latents as they are.
+    """
+
+    def __init__(self, decoder: ScalarDecoder | RdftDecoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latent)
+
+    def right_inverse(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent
+
+
+class Float16Storage(nn.Module):
+    """A parameter kept out of EPR but stored as float16: training sees the stored values."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return ste_float16(weight)
+
+
 @dataclass
 class ReparameterizedTensor:
     """One parameter tensor of the wrapped module and what represents it."""
@@ -156,22 +183,63 @@ class ReparameterizedTensor:
         return self.latent.numel()
 
 
+@dataclass
+class StoredParameter:
+    """A parameter left out of EPR (`exclude`): stored verbatim as float32 or float16."""
+
+    name: str
+    module: nn.Module
+    attribute: str
+    dtype: str
+
+    def value(self) -> torch.Tensor:
+        return getattr(self.module, self.attribute).detach()
+
+
 def _uses_rdft(param: torch.Tensor, decoder: Decoder) -> bool:
-    return decoder is Decoder.RDFT and param.ndim == 4 and param.shape[2] * param.shape[3] > 1
+    frequency = decoder in (Decoder.RDFT, Decoder.AUTO)
+    return frequency and param.ndim == 4 and param.shape[2] * param.shape[3] > 1
 
 
 def _latent_init_scale(latent: torch.Tensor) -> float:
     return max(float(latent.detach().abs().float().mean()) * 2.0, 1.0)
 
 
+STORED_DTYPES = ("float32", "float16")
+
+
+def owners_of_parameters(net: nn.Module) -> dict[int, list[str]]:
+    """Every name of each floating-point parameter, by identity, the canonical name first.
+
+    A parameter held by two modules (a tied embedding and output projection) has two names;
+    `named_parameters()` yields the first, which is the one the file stores.
+    """
+    owners: dict[int, list[str]] = {}
+    for name, param in net.named_parameters(remove_duplicate=False):
+        if param.dtype.is_floating_point:
+            owners.setdefault(id(param), []).append(name)
+    return owners
+
+
+def _excluded(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def _split_name(net: nn.Module, name: str) -> tuple[nn.Module, str]:
+    module_name, _, attribute = name.rpartition(".")
+    return net.get_submodule(module_name), attribute
+
+
 class EPRModel(nn.Module):
     """Wraps a module so that every parameter tensor is reparameterized and entropy penalized.
 
     :param net: any module; its parameters are replaced in place by latent parametrizations.
-    :param decoder: `Decoder.RDFT` (frequency-domain decoder for k×k kernels, scalar elsewhere)
-        or `Decoder.SQ`, or the string naming one; the default is TrainConfig's.
+    :param decoder: `Decoder.AUTO`/`Decoder.RDFT` (frequency-domain decoder for k×k kernels,
+        scalar elsewhere) or `Decoder.SQ`, or the string naming one; the default is TrainConfig's.
     :param prior: `Prior.FACTORIZED` (Ballé et al. 2018) or `Prior.LOGISTIC`, or its name.
     :param init_step: every decoder step at the start.
+    :param exclude: parameter-name patterns (fnmatch, e.g. "*.bias", "head.*") left out of EPR
+        and stored verbatim as `exclude_dtype` ("float32" or "float16").
     """
 
     def __init__(
@@ -181,23 +249,36 @@ class EPRModel(nn.Module):
         decoder: Decoder | str = DEFAULTS.decoder,
         prior: Prior | str = DEFAULTS.prior,
         init_step: float = DEFAULTS.init_step,
+        exclude: tuple[str, ...] | list[str] = (),
+        exclude_dtype: str = "float32",
     ):
         super().__init__()
         decoder, prior = Decoder.parse(decoder), Prior.parse(prior)
+        if exclude_dtype not in STORED_DTYPES:
+            raise EprError(f"exclude_dtype must be float32 or float16, got {exclude_dtype!r}")
+        patterns = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+        self.decoder_kind, self.prior_kind = decoder, prior
         self.net = net
         self.tensors: list[ReparameterizedTensor] = []
+        self.stored: list[StoredParameter] = []
         group_ids, scales = [], []
-        for name, param in list(net.named_parameters()):
-            if not param.dtype.is_floating_point:
+        for names in owners_of_parameters(net).values():
+            name = names[0]
+            module, attribute = _split_name(net, name)
+            if _excluded(name, patterns):
+                self._store(names, exclude_dtype)
                 continue
-            module_name, _, attribute = name.rpartition(".")
-            module = net.get_submodule(module_name)
+            param = getattr(module, attribute)
             if _uses_rdft(param, decoder):
                 param_decoder: ScalarDecoder | RdftDecoder = RdftDecoder(param.shape[2:], init_step)
             else:
                 param_decoder = ScalarDecoder(init_step)
             param_decoder.to(param.device)
             parametrize.register_parametrization(module, attribute, param_decoder)
+            for alias in names[1:]:
+                parametrize.register_parametrization(
+                    *_split_name(net, alias), SharedDecode(param_decoder)
+                )
             latent = getattr(module.parametrizations, attribute).original
             first = len(scales)
             group_ids.append(first + param_decoder.group_of_elements(latent))
@@ -211,7 +292,16 @@ class EPRModel(nn.Module):
         group_of_latent = torch.cat(group_ids).to(device, torch.int32)  # what the rate gathers by
         self.register_buffer("group_ids", group_of_latent, persistent=False)
 
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+    def _store(self, names: list[str], dtype: str) -> None:
+        """Leave a parameter out of EPR; as float16, every owner sees the stored values."""
+        module, attribute = _split_name(self.net, names[0])
+        if dtype == "float16":
+            storage = Float16Storage()
+            for name in names:
+                parametrize.register_parametrization(*_split_name(self.net, name), storage)
+        self.stored.append(StoredParameter(names[0], module, attribute, dtype))
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         """The wrapped forward, with every weight decoded once before it starts.
 
         Decoding at each layer's first use would put a few small single-threaded operations
@@ -221,7 +311,7 @@ class EPRModel(nn.Module):
         with parametrize.cached():
             for tensor in self.tensors:
                 getattr(tensor.module, tensor.attribute)
-            return self.net(*args)
+            return self.net(*args, **kwargs)
 
     def num_parameters(self) -> int:
         return sum(t.numel() for t in self.tensors)
@@ -243,6 +333,15 @@ class EPRModel(nn.Module):
             return interpolated_bits(self.prior, torch.round(latents).detach(), self.group_ids, 1)
         return interpolated_bits(self.prior, latents, self.group_ids)
 
+    def rate_loss(self) -> torch.Tensor:
+        """The differentiable rate term in bits per parameter, to add (times λ) to a loss.
+
+        In training mode the density is evaluated under uniform noise (the paper's proxy); in
+        eval mode at the rounded latents with a straight-through gradient (what is coded).
+        """
+        estimator = RateEstimator.NOISE if self.training else RateEstimator.STE
+        return self.rate_bits(estimator) / self.num_parameters()
+
     def latent_parameters(self) -> Iterator[nn.Parameter]:
         return (t.latent for t in self.tensors)
 
@@ -253,7 +352,51 @@ class EPRModel(nn.Module):
     def prior_parameters(self) -> Iterator[nn.Parameter]:
         return self.prior.parameters()
 
+    def stored_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters left out of EPR (`exclude`), trained as plain floats."""
+        for stored in self.stored:
+            parametrized = parametrize.is_parametrized(stored.module, stored.attribute)
+            if parametrized:
+                yield getattr(stored.module.parametrizations, stored.attribute).original
+            else:
+                yield getattr(stored.module, stored.attribute)
+
+    def param_groups(
+        self,
+        lr: float = DEFAULTS.lr,
+        decoder_lr: float = DEFAULTS.decoder_lr,
+        prior_lr: float = DEFAULTS.prior_lr,
+        stored_lr: float = DEFAULTS.plain_lr,
+    ) -> list[dict]:
+        """Optimizer parameter groups, each at its own learning rate, for any torch optimizer.
+
+        Latents move in units of their quantization step, so their rate (`lr`) is far larger
+        than a float weight's; decoder steps and densities are small sets of floats.
+        """
+        groups = [
+            {"name": "latents", "params": list(self.latent_parameters()), "lr": lr},
+            {"name": "decoders", "params": list(self.decoder_parameters()), "lr": decoder_lr},
+            {"name": "prior", "params": list(self.prior_parameters()), "lr": prior_lr},
+            {"name": "stored", "params": list(self.stored_parameters()), "lr": stored_lr},
+        ]
+        return [group for group in groups if group["params"]]
+
     @torch.no_grad()
     def integer_latents(self) -> dict[str, np.ndarray]:
         """round(φ) per tensor name, as int64 arrays."""
         return {t.name: torch.round(t.latent).to(torch.int64).cpu().numpy() for t in self.tensors}
+
+    @torch.no_grad()
+    def decoded_state(self) -> dict[str, torch.Tensor]:
+        """The weights the file decodes to, under the plain module's state_dict names."""
+        state = {
+            name: value
+            for name, value in self.net.state_dict().items()
+            if ".parametrizations." not in name
+        }
+        for module_name, module in self.net.named_modules(remove_duplicate=False):
+            if parametrize.is_parametrized(module):
+                for attribute in module.parametrizations:
+                    name = f"{module_name}.{attribute}" if module_name else attribute
+                    state[name] = getattr(module, attribute).detach()
+        return state
