@@ -31,6 +31,7 @@ from eprpipe.format.atomic import write_atomically
 from eprpipe.format.graph import build_onnx
 from eprpipe.train.config import DEFAULTS, Decoder, Prior
 from eprpipe.train.export import ExportedGraph, Normalization, check_representable, export_graph
+from eprpipe.train.interface import BoundInputs, bind_inputs
 from eprpipe.train.paths import check_writable
 from eprpipe.train.records import buffer_state, tensor_records
 from eprpipe.train.reparam import EPRModel
@@ -192,19 +193,19 @@ def contents_for(
     return container.EprContents(manifest=manifest, graph=exported.graph, tensors=records)
 
 
-def _feeds(runner, inputs: tuple[torch.Tensor, ...], normalizations) -> dict[str, np.ndarray]:
-    """The decoded model's inputs for `inputs` (what the module takes): raw values where the
-    graph applies a normalization first."""
+def _feeds(runner, bound: BoundInputs, normalizations) -> dict[str, np.ndarray]:
+    """The decoded model's inputs for the examples (what the module takes): raw values where
+    the graph applies a normalization first."""
     feeds = {}
-    for value, arg in zip(runner.get_inputs(), inputs, strict=True):
-        array = arg.detach().cpu()
+    for value, tensor in zip(runner.get_inputs(), bound.tensors, strict=True):
+        array = tensor.detach().cpu()
         norm = normalizations.get(value.name)
         if norm is not None:
             shape = [1] * array.ndim
             shape[norm.axis] = -1
-            mean = torch.tensor(norm.mean).reshape(shape)
-            std = torch.tensor(norm.std).reshape(shape)
-            array = array * std + mean
+            array = array * torch.tensor(norm.std).reshape(shape) + torch.tensor(norm.mean).reshape(
+                shape
+            )
         feeds[value.name] = array.numpy()
     return feeds
 
@@ -213,14 +214,16 @@ def _flat_outputs(outputs: Any) -> list[torch.Tensor]:
     if isinstance(outputs, torch.Tensor):
         return [outputs]
     if isinstance(outputs, Mapping):
-        return [value for value in outputs.values()]
-    return list(outputs)
+        return [t for value in outputs.values() for t in _flat_outputs(value)]
+    if outputs is None:
+        return []
+    return [t for value in outputs for t in _flat_outputs(value)]
 
 
 def verify(
     model: EPRModel,
     data: bytes,
-    example_inputs: Inputs,
+    bound: BoundInputs,
     normalizations: Mapping[str, Normalization],
     source: str,
 ) -> float:
@@ -228,15 +231,15 @@ def verify(
     the wrapped module: the largest difference relative to the largest output. A file whose
     model computes something else is refused before it is written."""
     decoded, _ = container.decode_container(data, source=source)
-    inputs = _as_tuple(example_inputs)
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        expected = [t.float().cpu().numpy() for t in _flat_outputs(model(*inputs))]
+        outputs = model(*bound.args, **bound.kwargs)
+        expected = [t.float().cpu().numpy() for t in _flat_outputs(outputs)]
     model.train(was_training)
     runner = session(build_onnx(decoded), source=source)
     try:
-        got = runner.run(None, _feeds(runner, inputs, normalizations))
+        got = runner.run(None, _feeds(runner, bound, normalizations))
     except ORT_ERRORS as error:
         raise EprError(f"onnxruntime cannot run the model exported for {source}: {error}") from None
     scale = max((float(np.abs(e).max(initial=0.0)) for e in expected), default=0.0) or 1.0
@@ -290,7 +293,7 @@ def save(
         metadata=metadata,
     )
     data, sizes = container.encode_container(contents)
-    if not example_kwargs:  # onnxruntime is fed positionally: keyword examples go unchecked
-        verify(wrapped, data, example_inputs, _normalizations(preprocessing), str(path))
+    bound = bind_inputs(_template(wrapped), _as_tuple(example_inputs), dict(example_kwargs or {}))
+    verify(wrapped, data, bound, _normalizations(preprocessing), str(path))
     write_atomically(path, data)
     return sizes

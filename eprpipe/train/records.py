@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from eprpipe.format import container
-from eprpipe.train.reparam import EPRModel, RdftDecoder
+from eprpipe.train.reparam import EPRModel, RdftDecoder, is_parametrization_state
 
 
 def tensor_records(model: EPRModel, state: dict[str, torch.Tensor]) -> list[container.TensorRecord]:
@@ -60,7 +60,9 @@ def _verbatim(name: str, value: torch.Tensor) -> container.TensorRecord:
 def untrained_state(net: nn.Module) -> dict[str, torch.Tensor]:
     """state_dict entries that are not reparameterized parameters (BatchNorm statistics, …)."""
     return {
-        name: value for name, value in net.state_dict().items() if ".parametrizations." not in name
+        name: value
+        for name, value in net.state_dict().items()
+        if not is_parametrization_state(name)
     }
 
 

@@ -221,6 +221,11 @@ def owners_of_parameters(net: nn.Module) -> dict[int, list[str]]:
     return owners
 
 
+def is_parametrization_state(name: str) -> bool:
+    """Whether a state_dict name belongs to a parametrization (a latent, a decoder step)."""
+    return name.startswith("parametrizations.") or ".parametrizations." in name
+
+
 def _excluded(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
@@ -392,7 +397,7 @@ class EPRModel(nn.Module):
         state = {
             name: value
             for name, value in self.net.state_dict().items()
-            if ".parametrizations." not in name
+            if not is_parametrization_state(name)
         }
         for module_name, module in self.net.named_modules(remove_duplicate=False):
             if parametrize.is_parametrized(module):

@@ -207,3 +207,42 @@ def test_a_second_recurrent_export_keeps_the_sequence_dynamic(kind: type[nn.Modu
         assert exported.inputs[0].shape == ("batch", "seq", 4)
         assert exported.outputs[0].shape == ("batch", "seq", 6)
         assert_matches(exported, module, (torch.randn(*OTHER, 4),))
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_every_common_layer_is_reparameterized_saved_and_decoded(name: str, tmp_path) -> None:
+    """Through EPR: every float parameter becomes latents (tied ones once), the saved file's
+    decoded model computes what the wrapped module computes at another batch size and
+    sequence length, and `load_into` gives a plain module the same weights."""
+    import eprpipe
+    from eprpipe.train import load_into, save, wrap
+
+    torch.manual_seed(0)
+    layer = LAYERS[name]
+    wrapped = wrap(layer.build())
+    with torch.no_grad():  # latents away from their start, so that decoding matters
+        for latent in wrapped.latent_parameters():
+            latent.add_(torch.randint_like(latent, -2, 3))
+    parameters = {id(p) for p in wrapped.plain_template.parameters()}
+    assert len(wrapped.tensors) == len(parameters)  # each parameter once, tied ones too
+    path = tmp_path / "layer.epr"
+    save(
+        wrapped, path, layer.inputs(*EXAMPLE),
+        example_kwargs=layer.kwargs(*EXAMPLE), dynamic_axes=layer.dynamic_axes,
+    )  # fmt: skip
+    args, kwargs = layer.inputs(*OTHER), layer.kwargs(*OTHER)
+    tensors = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)]
+    runner = ort.InferenceSession(
+        eprpipe.decode(path).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    got = runner.run(
+        None, {v.name: t.numpy() for v, t in zip(runner.get_inputs(), tensors, strict=True)}
+    )
+    with torch.no_grad():
+        expected = flat(wrapped.eval()(*args, **kwargs))
+        for mine, theirs in zip(got, expected, strict=True):
+            np.testing.assert_allclose(mine, theirs.numpy(), rtol=RTOL, atol=ATOL)
+        plain = layer.build()
+        load_into(plain, path)
+        for mine, theirs in zip(got, flat(plain.eval()(*args, **kwargs)), strict=True):
+            np.testing.assert_allclose(mine, theirs.numpy(), rtol=RTOL, atol=ATOL)

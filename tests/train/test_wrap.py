@@ -182,3 +182,66 @@ def test_wrapped_module_trains_under_ddp(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "in step" in done.stdout
+
+
+class Branchy(nn.Module):
+    """A forward torch.onnx cannot export: control flow on a tensor's value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+
+@pytest.mark.parametrize(
+    ("build", "inputs", "options", "message"),
+    [
+        (lambda: nn.Linear(3, 2), (torch.zeros(2, 3), torch.zeros(2, 3)), {}, "do not match"),
+        (lambda: nn.Linear(3, 2), (torch.zeros(2, 4),), {}, "Linear"),
+        (lambda: nn.Linear(3, 2), (torch.zeros(2, 3),), {"input_names": ["a", "a"]}, "a"),
+        (lambda: nn.Linear(3, 2), (torch.zeros(2, 3),), {"output_names": ["weight"]}, "weight"),
+        (Branchy, (torch.zeros(2, 3),), {}, "cannot export"),
+        (lambda: nn.Linear(3, 2), (torch.zeros(2, 3),), {"task": "ranking"}, "task kind"),
+        (lambda: nn.Linear(3, 2), (torch.zeros(2, 3),),
+         {"metadata": {"eprpipe.producer": "me"}}, "eprpipe."),
+        (lambda: nn.Linear(3, 2), (torch.zeros(2, 3),), {"metadata": {"k": "v" * 70_000}},
+         "metadata"),
+    ],
+)  # fmt: skip
+def test_bad_input_to_save_is_named_and_nothing_is_written(
+    build, inputs, options, message, tmp_path
+):
+    path = tmp_path / "model.epr"
+    path.write_bytes(b"the user's previous file")
+    wrapped = wrap(build())
+    with pytest.raises(EprError, match=message):
+        save(wrapped, path, inputs, **options)
+    assert path.read_bytes() == b"the user's previous file"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.epr"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda m: setattr(m, "weight", nn.Parameter(torch.zeros(2, 3, dtype=torch.cfloat))),
+         "complex"),
+        (lambda m: setattr(m, "weight", nn.Parameter(torch.zeros(2, 3).to_sparse())), "sparse"),
+        (lambda m: m.to("meta"), "meta"),
+    ],
+)  # fmt: skip
+def test_parameters_eprpipe_cannot_represent_are_named(make, message):
+    module = nn.Linear(3, 2)
+    make(module)
+    with pytest.raises(EprError, match=message) as error:
+        wrap(module)
+    assert "weight" in str(error.value)
+
+
+def test_save_takes_what_wrap_returned(tmp_path):
+    from eprpipe.train.reparam import EPRModel
+
+    with pytest.raises(EprError, match="wrap"):
+        save(EPRModel(nn.Linear(3, 2)), tmp_path / "m.epr", torch.zeros(1, 3))
+    assert not (tmp_path / "m.epr").exists()
