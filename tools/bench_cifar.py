@@ -206,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         "epr_step_s": steps.epr_seconds,
         "step_ratio": steps.ratio,
         "wall_s": result.wall_seconds,
-        "history": [vars(epoch) for epoch in result.history.epochs],
+        "history": [
+            {**vars(epoch), "test_error": epoch.test_error} for epoch in result.history.epochs
+        ],
     }
     if args.alternatives:
         row["alternatives_start"] = (

@@ -3,11 +3,13 @@
 Running means and variances are not parameters, so they get no latents during training; stored
 verbatim they cost 32 bits each, a visible share of a compressed ResNet. After training they
 are quantized on a grid of `2^bits` steps of their tensor's range and coded like any scalar
-record (step · integer). The coarsest grid is chosen at which the decoded model's predictions
-on held-out examples stay those of the exact values (at most MAX_CHANGED of them may differ),
-and only if it is smaller than the verbatim bytes: the same model, fewer bytes, measured.
-Predictions, not error counts: on a resnet20 two grids with equal held-out error differed in
-14 of 1,000 predictions and by 0.4 points of test error.
+record (step · integer). The coarsest grid is chosen at which the decoded model's outputs on
+held-out examples stay those of the exact values (at most MAX_CHANGED of the examples may
+change), and only if it is smaller than the verbatim bytes: the same model, fewer bytes,
+measured. What counts as a change is the task's (`eprpipe.train.tasks`): a classifier's
+predicted class, a relative change of other outputs. Predictions, not error counts: on a
+resnet20 two grids with equal held-out error differed in 14 of 1,000 predictions and by 0.4
+points of test error.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +36,7 @@ class BufferChoice:
     bits: int | None
     raw_bytes: int
     coded_bytes: int
-    changed: int  # held-out predictions that differ from those with the exact values
+    changed: int  # held-out examples whose outputs changed from those with the exact values
     examples: int
 
 
@@ -62,21 +65,30 @@ def _candidates(records: list[container.TensorRecord]) -> list[int]:
     ]
 
 
+def differs(exact: np.ndarray, trial: np.ndarray) -> np.ndarray:
+    """The default criterion: per example, whether the prediction (a class) differs."""
+    return exact != trial
+
+
 def compact_buffers(
     records: list[container.TensorRecord],
-    predictions: Callable[[list[container.TensorRecord]], np.ndarray],
+    outputs: Callable[[list[container.TensorRecord]], Any],
+    changed: Callable[[Any, Any], np.ndarray] = differs,
 ) -> tuple[list[container.TensorRecord], BufferChoice]:
-    """Quantize the verbatim float32 records on the coarsest grid that keeps the predictions.
+    """Quantize the verbatim float32 records on the coarsest grid that keeps the outputs.
 
-    `predictions(records)` is the decoded model's predicted class for each held-out example
-    with those records; one bit depth is chosen for all buffers together.
+    `outputs(records)` is what the decoded model with those records gives for the held-out
+    examples (their predicted classes, or its outputs: an array or a tuple of them), and
+    `changed(exact, trial)` says per example whether those of a grid differ materially from
+    those of the exact values (a task's `changed`); one bit depth is chosen for all buffers.
     """
     chosen = _candidates(records)
     raw_bytes = sum(4 * records[i].raw.size for i in chosen)
     if not chosen:
         return records, BufferChoice(None, 0, 0, 0, 0)
-    exact = predictions(records)
-    allowed = int(MAX_CHANGED * len(exact))
+    exact = outputs(records)
+    examples = len(exact if isinstance(exact, np.ndarray) else exact[0])
+    allowed = int(MAX_CHANGED * examples)
     for bits in BIT_DEPTHS:
         trial = list(records)
         for index in chosen:
@@ -84,10 +96,10 @@ def compact_buffers(
         coded = _payload_bytes([trial[i] for i in chosen])
         if coded >= raw_bytes:
             break  # finer grids only cost more
-        changed = int((predictions(trial) != exact).sum())
-        if changed <= allowed:
-            return trial, BufferChoice(bits, raw_bytes, coded, changed, len(exact))
-    return records, BufferChoice(None, raw_bytes, raw_bytes, 0, len(exact))
+        count = int(np.count_nonzero(changed(exact, outputs(trial))))
+        if count <= allowed:
+            return trial, BufferChoice(bits, raw_bytes, coded, count, examples)
+    return records, BufferChoice(None, raw_bytes, raw_bytes, 0, examples)
 
 
 def _payload_bytes(records: list[container.TensorRecord]) -> int:

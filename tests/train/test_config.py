@@ -28,7 +28,7 @@ from eprpipe.train.reparam import EPRModel, RdftDecoder
 @pytest.mark.parametrize(
     ("choice", "unknown", "message"),
     [
-        (Decoder, "wavelet", "unknown decoder 'wavelet'; choose one of rdft, sq"),
+        (Decoder, "wavelet", "unknown decoder 'wavelet'; choose one of auto, rdft, sq"),
         (Prior, "gaussian", "unknown prior 'gaussian'; choose one of factorized, logistic"),
         (Schedule, "linear", "unknown schedule 'linear'; choose one of cosine, constant"),
         (RateEstimator, "exact", "unknown rate estimator 'exact'; choose one of noise, ste, round"),
