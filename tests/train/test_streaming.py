@@ -175,7 +175,7 @@ def test_default_workers_share_the_cores_among_local_processes(
 
 def test_held_out_files_are_spread_over_the_split() -> None:
     """Files are listed class by class: the held-out set must not be the last class only."""
-    from eprpipe.train.api import HELD_OUT_EXAMPLES, _held_out_images
+    from eprpipe.train.images import HELD_OUT_EXAMPLES, held_out_images
 
     def read_label(path: str, size, rng) -> np.ndarray:
         return np.full((1, *size), int(path) // 1000, dtype=np.uint8)  # 1,000 files per class
@@ -183,10 +183,10 @@ def test_held_out_files_are_spread_over_the_split() -> None:
     n = 5000
     labels = np.arange(n, dtype=np.int64) // 1000
     files = ImageFiles(tuple(str(i) for i in range(n)), labels, tuple("abcde"), read_label, 1)
-    held_out, count = _held_out_images(prepare_files(files, (1, 2, 2)), ONE)
+    held_out, count = held_out_images(prepare_files(files, (1, 2, 2)), ONE)
     assert len(held_out) == count == HELD_OUT_EXAMPLES
     assert np.bincount(held_out[:, 0, 0, 0]).tolist() == [200] * 5
-    parts = [_held_out_images(prepare_files(files, (1, 2, 2)), World(r, 3)) for r in range(3)]
+    parts = [held_out_images(prepare_files(files, (1, 2, 2)), World(r, 3)) for r in range(3)]
     assert np.array_equal(np.concatenate([part for part, _ in parts]), held_out)
 
 
