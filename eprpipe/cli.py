@@ -42,7 +42,12 @@ CONFIG_OPTIONS = (
     ("--decoder-lr", "decoder_lr", "Adam LR of the parameter decoders (log steps)"),
     ("--prior-lr", "prior_lr", "Adam LR of the probability models"),
     ("--schedule", "schedule", "learning-rate schedule"),
-    ("--decoder", "decoder", "rdft: frequency-domain decoder for k×k kernels; sq: scalar only"),
+    (
+        "--decoder",
+        "decoder",
+        "rdft: frequency-domain decoder for k×k kernels, scalar elsewhere; "
+        "auto: what is measured to help per tensor (today the same as rdft); sq: scalar only",
+    ),
     ("--prior", "prior", "density of the rate term"),
     ("--seed", "seed", "seed of every random draw"),
     ("--device", "device", "cpu, cuda or cuda:N"),

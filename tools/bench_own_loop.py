@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -354,6 +355,45 @@ def measure(
     )
 
 
+def step_seconds(
+    model: nn.Module, example: Example, steps: int, *, lam: float | None, batch: int = 64
+) -> float:
+    """Median seconds of one training step (forward, loss, backward, Adam) after a warm-up."""
+    groups = model.param_groups() if lam is not None else [{"params": model.parameters()}]
+    optimizer = torch.optim.Adam(groups, lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    times = []
+    for step in range(steps + 5):
+        inputs, targets = example.batch(generator, batch)
+        started = time.perf_counter()
+        loss = example.loss(model(*inputs), targets)
+        if lam is not None:
+            loss = loss + lam * model.rate_loss()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step >= 5:
+            times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def rate_overhead(example: Example, steps: int = 200) -> dict[str, float]:
+    """What EPR adds to a training step, in one run: the plain module's step, the wrapped
+    module's step without and with the rate term (decoding every weight is in both)."""
+    torch.manual_seed(0)
+    plain = step_seconds(example.build(), example, steps, lam=None)
+    wrapped = wrap(example.build())
+    decode_only = step_seconds(wrapped, example, steps, lam=0.0)
+    with_rate = step_seconds(wrapped, example, steps, lam=example.lam)
+    return {
+        "plain_ms": 1e3 * plain,
+        "wrapped_ms": 1e3 * decode_only,
+        "wrapped_with_rate_ms": 1e3 * with_rate,
+        "ratio_with_rate_to_plain": with_rate / plain,
+        "ratio_rate_term": with_rate / decode_only,
+    }
+
+
 def table(rows: list[Row]) -> str:
     lines = [
         "| model | parameters | payload B | file B | bits/param | × vs float32 | metric "
@@ -395,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epr-steps", type=int, default=1500, help="EPR training steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", choices=sorted(EXAMPLES), default=None)
+    parser.add_argument(
+        "--overhead", type=int, default=200, metavar="STEPS",
+        help="time this many transformer steps plain, wrapped, and wrapped with rate_loss",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
@@ -407,12 +451,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(table([row]).splitlines()[-1], flush=True)
     print(table(rows))
+    overhead = rate_overhead(EXAMPLES["transformer"], args.overhead) if args.overhead else {}
+    if overhead:
+        print("transformer step: " + ", ".join(f"{k} {v:.3f}" for k, v in overhead.items()))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.md").write_text(
-            f"`python tools/bench_own_loop.py {' '.join(sys.argv[1:])}`\n\n{table(rows)}\n"
+            f"`python tools/bench_own_loop.py {' '.join(sys.argv[1:])}`\n\n{table(rows)}\n\n"
+            + "".join(f"- transformer step {k}: {v:.3f}\n" for k, v in overhead.items())
         )
-        (args.out / "results.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
+        results = {"rows": [asdict(r) for r in rows], "transformer_step": overhead}
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
         plot(rows, args.out / "results.png")
     return 0
 

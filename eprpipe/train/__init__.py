@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from eprpipe.train.face import save, wrap
     from eprpipe.train.loop import History, TensorData
     from eprpipe.train.reparam import EPRModel
+    from eprpipe.train.tasks import Classification, Regression, Task, task_from
     from eprpipe.train.weights import load_into
 
 _EXPORTS = {
@@ -43,6 +44,10 @@ _EXPORTS = {
     "Schedule": "eprpipe.train.config",
     "TrainConfig": "eprpipe.train.config",
     "EPRModel": "eprpipe.train.reparam",
+    "Classification": "eprpipe.train.tasks",
+    "Regression": "eprpipe.train.tasks",
+    "Task": "eprpipe.train.tasks",
+    "task_from": "eprpipe.train.tasks",
     "Normalization": "eprpipe.train.export",
     "load_into": "eprpipe.train.weights",
     "save": "eprpipe.train.face",

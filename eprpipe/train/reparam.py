@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -108,15 +109,16 @@ class RdftDecoder(nn.Module):
 
     One learned step per frequency coefficient, shared by all in×out kernels of the layer.
     The basis comes from `eprpipe.format.paramdecode`, the arithmetic the decoded file uses.
+    The same separable transform works for kernels of any rank (`tools/bench_kernel_decoders.py`
+    measures it on 1-D and 3-D kernels); files hold it for 2-D kernels only.
     """
 
-    def __init__(self, kernel_size: tuple[int, int], init_step: float):
+    def __init__(self, kernel_size: tuple[int, ...], init_step: float):
         super().__init__()
-        kh, kw = kernel_size
-        self.log_steps = nn.Parameter(torch.full((kh, kw), math.log(init_step)))
+        self.log_steps = nn.Parameter(torch.full(tuple(kernel_size), math.log(init_step)))
         # B_hᵀ C B_w of every kernel is one product of its flattened coefficients with
         # kron(B_h, B_w) (scaled by the steps): one matrix multiplication per tensor and step.
-        kron = np.kron(rdft_basis(kh), rdft_basis(kw))
+        kron = functools.reduce(np.kron, [rdft_basis(k) for k in kernel_size])
         self.register_buffer("basis", torch.from_numpy(kron).float(), persistent=False)
 
     def steps(self) -> torch.Tensor:

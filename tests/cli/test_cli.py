@@ -192,7 +192,7 @@ def test_compress_help_shows_the_config_defaults_without_torch():
     options = done.stdout.split("options:")[1]
     entries = [" ".join(entry.split()) for entry in re.split(r"\n  (?=-)", options)]
     helps = {entry.split()[0]: entry for entry in entries if entry}  # argparse wraps the text
-    assert helps["--decoder"].startswith("--decoder {rdft,sq}")
+    assert helps["--decoder"].startswith("--decoder {auto,rdft,sq}")
     assert helps["--prior"].startswith("--prior {factorized,logistic}")
     for name in ("decoder", "prior", "schedule", "batch_size", "lr", "prior_lr", "seed", "device"):
         option = "--" + name.replace("_", "-")

@@ -9,6 +9,7 @@ its decoded ONNX model must compute what the wrapped module computes.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -89,3 +90,14 @@ def test_own_loop_round_trip(name, tmp_path):
     decoded = TOOL.onnx_metric(path, example)
     assert decoded <= 1.5 * float_metric + 0.05, (decoded, float_metric)
     assert 8 * sizes.payload_bytes / wrapped.num_parameters() < 16  # well under float16
+
+
+def test_the_benchmark_writes_its_table_plot_and_overhead(tmp_path):
+    out = tmp_path / "results"
+    args = ["--steps", "5", "--epr-steps", "5", "--only", "two-in-two-out", "--overhead", "3"]
+    assert TOOL.main([*args, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [row["example"] for row in results["rows"]] == ["two-in-two-out"]
+    assert results["transformer_step"]["ratio_with_rate_to_plain"] > 0
+    assert "two-in-two-out" in (out / "results.md").read_text()
+    assert (out / "results.png").stat().st_size > 1000
