@@ -244,17 +244,26 @@ def _task_lines(contents: EprContents) -> list[str]:
     return lines
 
 
+def _headline(path: Path, manifest: dict, minor: int) -> str:
+    """What the file is, in the words its manifest has: architecture and dataset where the
+    built-in loop wrote them, else only the producer (a model saved from the user's loop)."""
+    producer = _printable(manifest.get("producer", "?"))
+    if "architecture" in manifest or "dataset" in manifest:
+        architecture, dataset = (
+            _printable(manifest.get(key, "?")) for key in ("architecture", "dataset")
+        )
+        return f"{path}: {architecture} trained on {dataset} by {producer}"
+    return f"{path}: written by {producer} (format 1.{minor})"
+
+
 def info_report(path: Path, contents: EprContents, sizes: SizeBreakdown) -> str:
     """What `eprpipe info` prints: the manifest's essentials and a per-tensor table."""
     manifest = contents.manifest
     rows = _tensor_rows(contents, sizes)
     trained = [r for r in rows if r["decoder"] != "raw" and r["trained"]]
     num_parameters = sum(math.prod(r["shape"]) for r in trained)
-    architecture, dataset, producer = (
-        _printable(manifest.get(key, "?")) for key in ("architecture", "dataset", "producer")
-    )
     lines = [
-        f"{path}: {architecture} trained on {dataset} by {producer}",
+        _headline(path, manifest, contents.minor),
         *_metrics_lines(manifest),
         *_task_lines(contents),
         *_tensor_table(rows),

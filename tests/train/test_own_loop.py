@@ -20,6 +20,7 @@ import torch
 from torch_free import run_without_torch
 
 import eprpipe
+from eprpipe.cli import main
 from eprpipe.train import load_into, save, wrap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +52,7 @@ def _close(got: list[np.ndarray], expected: list[np.ndarray], rtol: float = 1e-5
 
 
 @pytest.mark.parametrize("name", sorted(TOOL.EXAMPLES))
-def test_own_loop_round_trip(name, tmp_path):
+def test_own_loop_round_trip(name, tmp_path, capsys):
     example = TOOL.EXAMPLES[name]
     torch.manual_seed(0)
     model = example.build()
@@ -65,6 +66,11 @@ def test_own_loop_round_trip(name, tmp_path):
     assert path.stat().st_size == sizes.file_bytes
     report = eprpipe.validate(path)
     assert report.valid, report.violations
+    assert main(["info", str(path)]) == 0
+    shown = capsys.readouterr().out
+    assert "written by eprpipe" in shown and "(format 1.1)" in shown
+    for input_name in example.save_options["input_names"]:
+        assert f"input  {input_name}: " in shown
 
     onnx_path = tmp_path / f"{name}.onnx"
     child = run_without_torch(
