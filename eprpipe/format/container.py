@@ -45,6 +45,7 @@ from eprpipe.format.structures import (
     SECTION_ENTRY,
     VERSION_MAJOR,
     VERSION_MINOR,
+    rdft_minor,
     rdft_shape_problem,
 )
 from eprpipe.format.syntax import Structure
@@ -74,9 +75,9 @@ class ScalarDecoderParams:
 
 @dataclass(frozen=True)
 class RdftDecoderParams:
-    """theta = inverse orthonormal real 2-D DFT of (steps * latent)."""
+    """theta = inverse orthonormal separable real DFT of (steps * latent), per kernel."""
 
-    steps: np.ndarray  # (kh, kw), float16
+    steps: np.ndarray  # the kernel's shape, shape[2:] of its record (1-D to 3-D), float16
 
 
 @dataclass
@@ -95,13 +96,34 @@ class EprContents:
     graph: bytes  # serialized weightless ONNX ModelProto, opaque here
     tensors: list[TensorRecord]
     # The header's version_minor, as read; None for contents made in memory. A writer never
-    # takes it from here: it writes the lowest minor the manifest needs (spec 4).
+    # takes it from here: it writes the lowest minor the manifest and records need (spec 4).
     version_minor: int | None = None
 
     @property
     def minor(self) -> int:
         """The minor version whose rules apply: the one read, else the one a writer writes."""
-        return required_minor(self.manifest) if self.version_minor is None else self.version_minor
+        if self.version_minor is not None:
+            return self.version_minor
+        return written_minor(self.manifest, self.tensors)
+
+
+def written_minor(manifest: dict, records: Sequence[TensorRecord]) -> int:
+    """The header's version_minor a writer gives these contents: the lowest minor version that
+    defines every feature they use (spec 4), so that 1.0 contents stay byte-identical 1.0 files."""
+    keys = required_minor(manifest) if isinstance(manifest, dict) else 0  # else refused later
+    return max(keys, records_minor(records))
+
+
+def record_minor(kind: int, shape: tuple[int, ...]) -> int:
+    """The lowest minor version whose files may hold this record: 1 for rdft of rank 3 or 5."""
+    return rdft_minor(shape) if kind == RecordKind.RDFT else 0
+
+
+def records_minor(records: Sequence[TensorRecord]) -> int:
+    """The lowest minor version whose files may hold every record of `records` (spec 4)."""
+    return max(
+        (record_minor(_kind_of(record), tuple(record.shape)) for record in records), default=0
+    )
 
 
 @dataclass
@@ -117,6 +139,7 @@ class TensorSize:
     empirical_bits: float = 0.0  # information content under each group's own histogram
     raw_bytes: int = 0  # verbatim tensor data
     table_symbols: int = 0  # alphabet entries of its tables: what readers budget per file
+    minor: int = 0  # the lowest minor version whose files may hold its record (spec 4)
 
     @property
     def payload_bytes(self) -> int:
@@ -149,7 +172,12 @@ class SizeBreakdown:
 
 
 def _tensor_size(
-    name: str, framing: int, decoder: int, coded: CodedLatents | None, raw: int = 0
+    name: str,
+    framing: int,
+    decoder: int,
+    coded: CodedLatents | None,
+    raw: int = 0,
+    minor: int = 0,
 ) -> TensorSize:
     """Per-tensor accounting shared by writer and reader, so both report the same numbers.
 
@@ -171,10 +199,11 @@ def _tensor_size(
         empirical_bits=sum((empirical_bits(v) for v in values), 0.0),
         raw_bytes=raw,
         table_symbols=sum(g.table.alphabet_size for g in groups if g.table is not None),
+        minor=minor,
     )
 
 
-def _record_head(record: TensorRecord, kind: RecordKind) -> bytes:
+def _record_head(record: TensorRecord, kind: RecordKind, minor: int) -> bytes:
     try:
         name = record.name.encode("utf-8")
     except (AttributeError, UnicodeEncodeError) as err:
@@ -187,13 +216,14 @@ def _record_head(record: TensorRecord, kind: RecordKind) -> bytes:
         "dims": tuple(int(dim) for dim in record.shape),
     }
     try:
-        return RECORD_HEAD.write(fields)
+        return RECORD_HEAD.write(fields, {"minor": minor})
     except EprError as err:
         raise EprError(f"tensor {record.name!r}: {err}") from err
 
 
-def _check_record(record: TensorRecord) -> np.ndarray:
-    """Writer-side checks of the in-memory record; RECORD_HEAD and the bodies check the rest.
+def _check_record(record: TensorRecord, minor: int) -> np.ndarray:
+    """Writer-side checks of the in-memory record, for a file of minor version `minor`;
+    RECORD_HEAD and the bodies check the rest.
 
     Returns the checked array: the raw tensor, or the latents of a coded one.
     """
@@ -220,7 +250,7 @@ def _check_record(record: TensorRecord) -> np.ndarray:
     if not np.issubdtype(latents.dtype, np.integer):
         raise EprError(f"{record.name}: latents must be integers, got {latents.dtype}")
     if isinstance(record.decoder, RdftDecoderParams):
-        if problem := rdft_shape_problem(shape):
+        if problem := rdft_shape_problem(shape, minor):
             raise EprError(f"{record.name}: {problem}")
         if np.shape(record.decoder.steps) != shape[2:]:
             raise EprError(f"{record.name}: rdft steps must have shape {shape[2:]}")
@@ -229,10 +259,11 @@ def _check_record(record: TensorRecord) -> np.ndarray:
     return latents
 
 
-def _encode_record(record: TensorRecord) -> tuple[bytes, TensorSize]:
-    array = _check_record(record)
+def _encode_record(record: TensorRecord, minor: int) -> tuple[bytes, TensorSize]:
+    """The record's bytes in a file of minor version `minor`, and its accounting."""
+    array = _check_record(record, minor)
     if record.decoder is None:
-        head = _record_head(record, RecordKind.RAW)
+        head = _record_head(record, RecordKind.RAW, minor)
         data = array.astype(array.dtype.newbyteorder("<")).tobytes()
         context = {"dims": record.shape, "kind": int(RecordKind.RAW)}
         body = RAW_BODY.write({"dtype": _RAW_CODES[record.dtype], "data": data}, context)
@@ -244,13 +275,15 @@ def _encode_record(record: TensorRecord) -> tuple[bytes, TensorSize]:
     steps = np.asarray(decoder.steps if isinstance(decoder, RdftDecoderParams) else decoder.step)
     steps = np.array([as_float16(v, f"{record.name}: step") for v in steps.reshape(-1).tolist()])
     coded = encode_latents(array, rdft)
-    head = _record_head(record, kind)
+    head = _record_head(record, kind, minor)
     context = {"dims": record.shape, "kind": int(kind)}
     if rdft:
         body = RDFT_BODY.write({"steps": steps, "layout": int(coded.layout)}, context)
     else:
         body = SCALAR_BODY.write({"step": steps[0], "layout": int(coded.layout)}, context)
-    size = _tensor_size(record.name, len(head), 2 * steps.size, coded)
+    size = _tensor_size(
+        record.name, len(head), 2 * steps.size, coded, minor=record_minor(kind, record.shape)
+    )
     return head + body + coded.encode(), size
 
 
@@ -261,19 +294,21 @@ def _kind_of(record: TensorRecord) -> RecordKind:
 
 
 def _decode_passes(kind: int, shape: tuple[int, ...]) -> int:
-    """Element allowance an element costs (spec 9): an rdft decoder makes kh + kw passes over
-    its latents, so a large kernel costs what ceil((kh + kw) / 8) scalar elements cost."""
-    if kind == RecordKind.RDFT and len(shape) == 4:
-        return max(1, -(-(shape[2] + shape[3]) // 8))
+    """Element allowance an element costs (spec 9): an rdft decoder makes one pass over its
+    latents per kernel position of each side (kh + kw for 2-D kernels), so a large kernel
+    costs what ceil(sum of the kernel's sides / 8) scalar elements cost."""
+    if kind == RecordKind.RDFT and len(shape) > 2:
+        return max(1, -(-sum(shape[2:]) // 8))
     return 1
 
 
 def _read_record(
-    reader: ByteReader, limits: ReadLimits, budget: ReadBudget
+    reader: ByteReader, limits: ReadLimits, budget: ReadBudget, minor: int
 ) -> tuple[TensorRecord, TensorSize]:
-    """One record; its elements are charged to `budget` before anything is decoded."""
+    """One record of a file of minor version `minor`; its elements are charged to `budget`
+    before anything is decoded."""
     start = reader.offset
-    head = RECORD_HEAD.read(reader)
+    head = RECORD_HEAD.read(reader, {"minor": minor})
     head_end = reader.offset
     name, kind, shape = head["name"].decode("utf-8"), head["kind"], tuple(head["dims"])
     numel = 1
@@ -309,7 +344,8 @@ def _read_record(
         else ScalarDecoderParams(float(steps[0]))
     )
     record = TensorRecord(name, shape, "float32", decoder, latents, None)
-    return record, _tensor_size(name, framing, 2 * steps.size, coded)
+    size = _tensor_size(name, framing, 2 * steps.size, coded, minor=record_minor(kind, shape))
+    return record, size
 
 
 # --- zstd and JSON sections -----------------------------------------------------------------
@@ -381,18 +417,18 @@ def _manifest_json(manifest: dict) -> bytes:
         raise EprError(f"manifest is not JSON-serializable: {str(err)[:200]}") from err
 
 
-def _manifest_section(manifest: dict) -> bytes:
+def _manifest_section(manifest: dict, minor: int) -> bytes:
     """The META body for `manifest`, refused if a reader would reject its application keys
-    in a file of the minor version the writer gives it."""
+    in a file of minor version `minor`, the one the writer gives the file."""
     text = _manifest_json(manifest)
-    if (problem := check_manifest(manifest, required_minor(manifest))) is not None:
+    if (problem := check_manifest(manifest, minor)) is not None:
         raise EprError(f"cannot write this manifest: {problem}")
     return _zstd(text)
 
 
-def _check_tied_names(manifest: dict, names: list[str]) -> None:
+def _check_tied_names(manifest: dict, names: list[str], minor: int) -> None:
     """Refuse tied_tensors a reader would reject: aliases of records the file does not hold."""
-    problem = check_tied_tensors(manifest, required_minor(manifest), names)
+    problem = check_tied_tensors(manifest, minor, names)
     if problem is not None:
         raise EprError(f"cannot write this manifest: {problem}")
 
@@ -462,17 +498,18 @@ def encode_container(contents: EprContents, *, alignment: int = 0) -> tuple[byte
         raise EprError(f"tensor name {duplicate!r} appears twice")
     if not isinstance(contents.graph, bytes | bytearray | memoryview):
         raise EprError(f"graph must be bytes, got {type(contents.graph).__name__}")
-    encoded = [_encode_record(record) for record in contents.tensors]
+    minor = written_minor(contents.manifest, contents.tensors)  # never the one read
+    encoded = [_encode_record(record, minor) for record in contents.tensors]
     if sum(math.prod(r.shape) for r in contents.tensors) > DEFAULT_LIMITS.max_total_elements:
         raise EprError(f"more than {DEFAULT_LIMITS.max_total_elements} elements in all")
     tensors = uvarint(len(encoded)) + b"".join(body for body, _ in encoded)
     sections = [
-        (TAG_META, FLAG_REQUIRED, _manifest_section(contents.manifest)),
+        (TAG_META, FLAG_REQUIRED, _manifest_section(contents.manifest, minor)),
         (TAG_GRAPH, FLAG_REQUIRED, _zstd(bytes(contents.graph))),
         (TAG_TENSORS, FLAG_REQUIRED, tensors),
     ]
-    _check_tied_names(contents.manifest, names)  # once the manifest passed its checks
-    data = join_sections(sections, alignment=alignment, minor=required_minor(contents.manifest))
+    _check_tied_names(contents.manifest, names, minor)  # once the manifest passed its checks
+    data = join_sections(sections, alignment=alignment, minor=minor)
     sizes = [size for _, size in encoded]
     table_bytes = HEADER.size + len(sections) * SECTION_ENTRY.size + _CRC.size
     _check_budgets(contents, sizes, table_bytes + _body_bytes(sections))
@@ -566,10 +603,11 @@ def with_manifest(data: bytes, sizes: SizeBreakdown, manifest: dict) -> tuple[by
     sections = split_sections(data)
     if any(not section_flags & FLAG_REQUIRED for _, section_flags, _ in sections):
         raise EprError("with_manifest takes files with the three core sections only")
-    meta = _manifest_section(manifest)
-    _check_tied_names(manifest, [tensor.name for tensor in sizes.tensors])
+    minor = max(required_minor(manifest), *(tensor.minor for tensor in sizes.tensors), 0)
+    meta = _manifest_section(manifest, minor)
+    _check_tied_names(manifest, [tensor.name for tensor in sizes.tensors], minor)
     sections = [(tag, f, meta if tag == TAG_META else body) for tag, f, body in sections]
-    out = join_sections(sections, alignment=header["alignment"], minor=required_minor(manifest))
+    out = join_sections(sections, alignment=header["alignment"], minor=minor)
     return out, dataclasses.replace(
         sizes,
         file_bytes=len(out),
@@ -818,7 +856,7 @@ def _decode(
     graph_limit = limits.inflation_allowance(len(graph.body), limits.max_graph_bytes)
     graph_bytes = part(lambda: _unzstd(graph, graph_limit, limits.max_zstd_window))
     budget = ReadBudget(limits, layout.counted_bytes)
-    tensors = part(lambda: _read_tensors(tens, limits, budget))
+    tensors = part(lambda: _read_tensors(tens, limits, budget, layout.minor))
     if manifest is not None and tensors is not None:
         part(lambda: _check_tied(meta, manifest[0], layout.minor, tensors[0]))
     if partial is not None:
@@ -885,7 +923,7 @@ def _check_tied(meta: _Section, manifest: dict, minor: int, records: list[Tensor
 
 
 def _read_tensors(
-    tens: _Section, limits: ReadLimits, budget: ReadBudget
+    tens: _Section, limits: ReadLimits, budget: ReadBudget, minor: int
 ) -> tuple[list[TensorRecord], list[TensorSize], int]:
     reader = ByteReader(tens.body, section="TENS", base=tens.offset)
     count_at = reader.offset
@@ -907,7 +945,7 @@ def _read_tensors(
                 f"truncated: {record_count} records declared, {len(records)} present",
                 code="truncated",
             )
-        record, size = _read_record(reader, limits, budget)
+        record, size = _read_record(reader, limits, budget, minor)
         if record.name in names:
             raise FormatError(
                 f"tensor name {record.name!r} appears twice",

@@ -3,8 +3,9 @@
 Trained networks have dead units, so whole rows (outputs) and columns (inputs) of a weight's
 latents are zero. A record may code one 0/1 mask per axis and then only the sub-tensor of
 active rows and columns; RDFT records may also split that sub-tensor into one group per
-frequency. All groups' symbols share one range-coder stream, stored after the group headers.
-The writer tries every layout and keeps the smallest (spec/FORMAT.md, section 6.1).
+frequency (one per kernel tap, whatever the kernel's rank). All groups' symbols share one
+range-coder stream, stored after the group headers. The writer tries every layout and keeps
+the smallest (spec/FORMAT.md, section 6.1).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from eprpipe.format.structures import COLUMN_MASK, PER_FREQUENCY, ROW_MASK, layo
 
 
 class Layout(IntFlag):
-    PER_FREQUENCY = PER_FREQUENCY  # rdft only: kh*kw groups of r*c latents instead of one
+    PER_FREQUENCY = PER_FREQUENCY  # rdft only: a group of r*c latents per tap instead of one
     ROW_MASK = ROW_MASK
     COLUMN_MASK = COLUMN_MASK
 
@@ -99,12 +100,13 @@ def _nonzero_along(array: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _parts(sub: np.ndarray, rdft: bool, per_frequency: bool) -> list[np.ndarray]:
-    """The latent groups in stored order: C order, or frequency-major for rdft."""
+    """The latent groups in stored order: C order, or frequency-major for rdft (the kernel
+    axes first, then rows and columns)."""
     if not rdft:
         return [sub.reshape(-1)]
-    frequency_major = sub.transpose(2, 3, 0, 1).reshape(-1)
+    frequency_major = np.moveaxis(sub, (0, 1), (-2, -1)).reshape(-1)
     if per_frequency:
-        return np.split(frequency_major, sub.shape[2] * sub.shape[3])
+        return np.split(frequency_major, math.prod(sub.shape[2:]))
     return [frequency_major]
 
 
@@ -159,7 +161,7 @@ def read_latents(
     """
     per_frequency = bool(layout & Layout.PER_FREQUENCY)
     mask_axes = [axis for axis, (flag, _) in enumerate(_MASKS) if layout & flag]
-    group_count = len(mask_axes) + (shape[2] * shape[3] if per_frequency else 1)
+    group_count = len(mask_axes) + (math.prod(shape[2:]) if per_frequency else 1)
     offsets, headers = [], []
     for _ in range(group_count):
         offsets.append(reader.offset)
@@ -189,8 +191,8 @@ def read_latents(
     stream.finish()
     sub = np.concatenate(parts) if len(parts) > 1 else parts[0]
     if rdft:
-        r, c, kh, kw = sub_shape
-        sub = sub.reshape(kh, kw, r, c).transpose(2, 3, 0, 1)
+        r, c, *kernel = sub_shape
+        sub = np.moveaxis(sub.reshape(*kernel, r, c), (-2, -1), (0, 1))
     else:
         sub = sub.reshape(tuple(sub_shape))
     coded = CodedLatents(layout, headers[:n_masks], latent_headers, mask_values + parts, words)
@@ -198,9 +200,9 @@ def read_latents(
 
 
 def _group_counts(sub_shape: list[int], per_frequency: bool) -> list[int]:
-    if per_frequency:  # rdft only: one group of r*c latents per frequency
-        r, c, kh, kw = sub_shape
-        return [r * c] * (kh * kw)
+    if per_frequency:  # rdft only: one group of r*c latents per frequency (kernel tap)
+        r, c, *kernel = sub_shape
+        return [r * c] * math.prod(kernel)
     return [math.prod(sub_shape)]
 
 

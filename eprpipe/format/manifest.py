@@ -21,13 +21,14 @@ from typing import Any, TypeGuard, cast
 
 import numpy as np
 
+from eprpipe.format.structures import MINOR_1_1
+
 MAX_SHAPE_ENTRIES = 8
 MAX_EXAMPLE_ELEMENTS = 2**24  # one example (the shape after the batch): evaluation batches them
 MAX_CHANNELS = 4096  # normalization entries
 MAX_CLASSES = 65536
 MAX_EXAMPLES = 2**53  # test examples: every count up to it is exact as a binary64 value
 
-MINOR_1_1 = 1  # the minor version that defines the 1.1 keys
 MAX_TENSOR_SPECS = 64  # entries of inputs and of outputs
 MAX_DIM_NAME = 64  # characters of a symbolic dimension
 MAX_METADATA_MEMBERS = 256

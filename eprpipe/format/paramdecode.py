@@ -8,6 +8,7 @@ the correctly rounded values of the exact reals, computed here without libm.
 from __future__ import annotations
 
 import functools
+import math
 from decimal import Decimal, localcontext
 
 import numpy as np
@@ -119,25 +120,27 @@ def decode_scalar(step: float | np.floating, latents: np.ndarray) -> np.ndarray:
 
 
 def decode_rdft(steps: np.ndarray, latents: np.ndarray) -> np.ndarray:
-    """theta = B_kh^T (steps * latent) B_kw per (out, in) kernel, summed in ascending order.
+    """theta = the inverse separable real DFT of (steps * latent) per (out, in) kernel.
 
-    Kernels are decoded a block at a time (about CHUNK_ELEMENTS latents), so the float64
-    temporaries stay small; each kernel's arithmetic does not depend on the blocking.
+    Latents are (out, in, k1[, k2[, k3]]) and steps have the kernel's shape; for 2-D kernels
+    theta = B_kh^T (steps * latent) B_kw. Kernels are decoded a block at a time (about
+    CHUNK_ELEMENTS latents), so the float64 temporaries stay small; each kernel's arithmetic
+    does not depend on the blocking.
     """
     latents = np.asarray(latents)
     steps = np.asarray(steps)
-    if latents.ndim != 4 or steps.shape != latents.shape[2:]:
+    if latents.ndim not in (3, 4, 5) or steps.shape != latents.shape[2:]:
         raise EprError(
-            f"rdft needs latents (out, in, kh, kw) and steps (kh, kw), got "
+            f"rdft needs latents (out, in, k1[, k2[, k3]]) and steps of the kernel's shape, got "
             f"{latents.shape} and {steps.shape}"
         )
     _check_latents(latents)
-    kh, kw = steps.shape
+    kernel = steps.shape
     halves = np.array([as_float16(v) for v in steps.reshape(-1).tolist()], dtype=np.float16)
-    scale = halves.reshape(kh, kw).astype(np.float64)
-    kernels = latents.reshape(-1, kh, kw)
+    scale = halves.reshape(kernel).astype(np.float64)
+    kernels = latents.reshape(-1, *kernel)
     out = np.empty(kernels.shape, dtype=np.float32)
-    block = max(1, CHUNK_ELEMENTS // max(1, kh * kw))
+    block = max(1, CHUNK_ELEMENTS // max(1, math.prod(kernel)))
     for start in range(0, len(kernels), block):
         part = kernels[start : start + block]
         out[start : start + len(part)] = _rdft_kernels(scale * part.astype(np.float64))
@@ -145,13 +148,19 @@ def decode_rdft(steps: np.ndarray, latents: np.ndarray) -> np.ndarray:
 
 
 def _rdft_kernels(coefficients: np.ndarray) -> np.ndarray:
-    """Inverse transform of (P, kh, kw) float64 coefficients, in the order spec 8.2 fixes."""
-    _, kh, kw = coefficients.shape
-    basis_h, basis_w = _basis(kh), _basis(kw)
-    rows = np.zeros(coefficients.shape, dtype=np.float64)  # T[p, m, b]
-    for n in range(kw):
-        rows = rows + coefficients[:, :, n : n + 1] * basis_w[n]
-    weights = np.zeros(coefficients.shape, dtype=np.float64)  # W[p, a, b]
-    for m in range(kh):
-        weights = weights + basis_h[m][:, None] * rows[:, m : m + 1, :]
-    return weights
+    """Inverse transform of (P, k1, ...) float64 coefficients, in the order spec 8.2 fixes:
+    the last kernel axis first, then each earlier one; along an axis, frequency m replaces
+    position a as X'[.., a, ..] = sum over m ascending, from 0.0, of X[.., m, ..] * B_k[m, a]."""
+    values = coefficients
+    for axis in range(values.ndim - 1, 0, -1):
+        size = values.shape[axis]
+        basis = _basis(size)
+        row_shape = [1] * values.ndim
+        row_shape[axis] = size
+        lead = (slice(None),) * axis
+        summed = np.zeros(values.shape, dtype=np.float64)
+        for m in range(size):
+            frequency = (*lead, slice(m, m + 1))  # X[.., m, ..], kept as an axis of size 1
+            summed = summed + values[frequency] * basis[m].reshape(row_shape)
+        values = summed
+    return values

@@ -16,11 +16,13 @@ from eprpipe.format.syntax import Context, Field, Structure, in_range, one_of
 
 MAGIC = b"\x89EPR\r\n\x1a\n"
 VERSION_MAJOR, VERSION_MINOR = 1, 0
+MINOR_1_1 = 1  # format 1.1: the general manifest, rdft records of rank 3 and 5
 FLAG_REQUIRED = 1
 MAX_ALIGNMENT_LOG2 = 12
 MAX_NAME_BYTES = 4096
 MAX_NDIM = 8
 MAX_KERNEL_SIDE = 64  # rdft kernels; bounds the basis a decoder builds
+RDFT_RANKS = {0: (4,), MINOR_1_1: (3, 4, 5)}  # ndim of rdft records, by the file's minor version
 LATENT_BOUND = 1 << 40  # |latent| < 2**40 keeps step * latent exact in float64
 MIN_ALPHABET, MAX_ALPHABET = 2, 1 << 20
 MAX_RESOLUTION = 4
@@ -96,18 +98,49 @@ def _utf8_name(value: bytes, _: Context) -> str | None:
     return None
 
 
-def rdft_shape_problem(shape: tuple[int, ...]) -> str | None:
-    """Why `shape` cannot hold rdft kernels, or None."""
-    if len(shape) == 4 and shape[2] * shape[3] >= 2 and max(shape[2:]) <= MAX_KERNEL_SIDE:
+def rdft_ranks(minor: int) -> tuple[int, ...]:
+    """The ndim an rdft record may have in a file of minor version `minor`."""
+    return RDFT_RANKS[min(minor, MINOR_1_1)]
+
+
+def rdft_minor(shape: tuple[int, ...]) -> int:
+    """The lowest minor version whose files may hold an rdft record of `shape` (spec 4)."""
+    return 0 if len(shape) in RDFT_RANKS[0] else MINOR_1_1
+
+
+def rdft_shape_problem(shape: tuple[int, ...], minor: int = MINOR_1_1) -> str | None:
+    """Why `shape` cannot hold rdft kernels in a file of minor version `minor`, or None.
+
+    Dims are (out, in, k1[, k2[, k3]]): at least 2 taps per kernel, every side at most
+    MAX_KERNEL_SIDE. Ranks 3 and 5 are format 1.1; a 1.0 file holds only (out, in, kh, kw).
+    """
+    kernel = shape[2:]
+    if (
+        len(shape) in rdft_ranks(minor)
+        and math.prod(kernel) >= 2
+        and max(kernel) <= MAX_KERNEL_SIDE
+    ):
         return None
+    if len(shape) in RDFT_RANKS[MINOR_1_1] and minor < MINOR_1_1:
+        return (
+            f"rdft needs dims (out, in, kh, kw) in a file of minor version {minor}; "
+            f"dims {shape} of rank {len(shape)} need format 1.1 (version_minor 1)"
+        )
     return (
-        f"rdft needs dims (out, in, kh, kw) with kh*kw >= 2 and kh, kw <= {MAX_KERNEL_SIDE}, "
-        f"got {shape}"
+        "rdft needs dims (out, in, k1[, k2[, k3]]) with at least 2 kernel taps and every "
+        f"kernel side <= {MAX_KERNEL_SIDE}, got {shape}"
     )
 
 
+def kernel_taps(context: Context) -> int:
+    """Taps of an rdft record's kernel: the product of dims[2:], one step per tap."""
+    return math.prod(context["dims"][2:])
+
+
 def _dims(value: tuple[int, ...], context: Context) -> str | None:
-    return rdft_shape_problem(tuple(value)) if context["kind"] == 2 else None
+    if context["kind"] != 2:
+        return None
+    return rdft_shape_problem(tuple(value), context.get("minor", MINOR_1_1))
 
 
 RECORD_HEAD = Structure(
@@ -178,12 +211,11 @@ SCALAR_BODY = Structure(
 RDFT_BODY = Structure(
     "rdft_body",
     (
-        Field("steps", "f16", "row-major over (kh, kw); each finite", _finite,
-              "non-finite-step", count=lambda c: c["dims"][2] * c["dims"][3],
-              count_text="kh * kw"),
+        Field("steps", "f16", "taps = product of dims[2..]; row-major; finite", _finite,
+              "non-finite-step", count=kernel_taps, count_text="taps"),
         _LAYOUT,
     ),
-    comment="kind 2: dims = (out, in, kh, kw) (8.2)",
+    comment="kind 2: dims = (out, in, k1[, k2[, k3]]) (8.2)",
 )  # fmt: skip
 
 GROUP_KIND = Structure(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import struct
 import subprocess
@@ -239,7 +240,7 @@ def records(draw: st.DrawFn) -> TensorRecord:
     shape = (
         draw(st.integers(0, 5)),
         draw(st.integers(0, 4)),
-        *draw(st.sampled_from([(1, 2), (3, 3), (5, 1)])),
+        *draw(st.sampled_from([(1, 2), (3, 3), (5, 1), (5,), (2,), (3, 3, 3), (2, 1, 3)])),
     )
     steps = rng.choice([0.5, 0.25, 2.0, 0.0009765625], size=shape[2:]).astype(np.float16)
     return rdft(
@@ -367,6 +368,8 @@ def test_every_layout_round_trips(tensor: TensorRecord) -> None:
         rdft("conv", sparse((16, 12, 3, 3), 0.4, 0.4)),
         rdft("conv12", sparse((8, 6, 1, 2), 0.5, 0.5)),
         rdft("conv0", np.zeros((6, 4, 3, 3))),
+        rdft("conv1d", sparse((10, 8, 7), 0.4, 0.4)),
+        rdft("conv3d", sparse((6, 5, 3, 3, 3), 0.4, 0.4)),
     ],
     ids=lambda tensor: tensor.name,
 )
@@ -380,6 +383,8 @@ def test_allowed_layouts() -> None:
     assert allowed_layouts((3, 4, 2), False) == [0, 2, 4, 6]
     assert allowed_layouts((2, 3, 1, 2), True) == list(range(8))
     assert allowed_layouts((0, 3, 3, 3), True) == [0, 1]
+    assert allowed_layouts((2, 3, 5), True) == allowed_layouts((2, 3, 1, 2, 3), True)
+    assert allowed_layouts((2, 3, 5), True) == list(range(8))
 
 
 def test_writer_picks_masks_when_they_help() -> None:
@@ -917,3 +922,93 @@ def test_with_manifest_equals_encoding_the_new_manifest(alignment: int) -> None:
     expected = encode_container(contents, alignment=alignment)
     assert with_manifest(data, sizes, contents.manifest) == expected
     assert decode_container(expected[0])[0].manifest["metrics"] == {"test_error": 0.0123}
+
+
+# --- format 1.1: rdft records of rank 3 and 5 -----------------------------------------------
+
+
+def kernel_contents(manifest: dict | None = None) -> EprContents:
+    """A Conv1d and a Conv3d kernel tensor beside a 2-D one: a 1.1 file by its records."""
+    rng = np.random.default_rng(13)
+    return EprContents(
+        manifest or {"architecture": "kernels"},
+        b"graph",
+        [
+            rdft("conv1d.weight", np.rint(rng.laplace(0, 3, size=(6, 4, 7)))),
+            rdft("conv2d.weight", np.rint(rng.laplace(0, 3, size=(4, 2, 3, 3)))),
+            rdft("conv3d.weight", np.rint(rng.laplace(0, 3, size=(3, 2, 3, 3, 3)))),
+        ],
+    )
+
+
+def test_rdft_records_of_rank_3_and_5_round_trip_in_a_1_1_file() -> None:
+    contents = kernel_contents()
+    assert contents.minor == 1  # what the writer will write: the records need 1.1
+    data, sizes = encode_container(contents)
+    assert struct.unpack_from("<HH", data, 8) == (1, 1)
+    decoded, read_sizes = decode_container(data)
+    assert decoded.version_minor == 1 and read_sizes == sizes
+    assert_same(contents, decoded)
+    assert [size.minor for size in sizes.tensors] == [1, 0, 1]
+    assert [size.decoder_bytes for size in sizes.tensors] == [14, 18, 54]  # a step per tap
+    for record in decoded.tensors:
+        assert decode_weights(record).tobytes() == (
+            decode_rdft(record.decoder.steps, record.latents).tobytes()
+        )
+
+
+def test_only_rank_3_and_5_rdft_records_make_a_1_1_file() -> None:
+    two_d = EprContents({}, b"g", [kernel_contents().tensors[1]])
+    assert struct.unpack_from("<H", encode_container(two_d)[0], 10) == (0,)
+    scalar_3d = EprContents({}, b"g", [scalar("fc3d", np.ones((2, 3, 5)))])
+    assert struct.unpack_from("<H", encode_container(scalar_3d)[0], 10) == (0,)
+
+
+def test_with_manifest_keeps_the_minor_the_records_need() -> None:
+    data, sizes = encode_container(kernel_contents())
+    again, _ = container.with_manifest(data, sizes, {"architecture": "renamed"})
+    assert struct.unpack_from("<H", again, 10) == (1,)
+    assert decode_container(again)[0].manifest == {"architecture": "renamed"}
+
+
+def test_a_1_0_header_refuses_rdft_records_of_rank_3() -> None:
+    data = encode_container(kernel_contents())[0]
+    as_1_0 = assemble(split(data), minor=0)
+    with pytest.raises(FormatError, match=r"minor version 0; dims \(6, 4, 7\) of rank 3") as info:
+        decode_container(as_1_0)
+    assert info.value.code == "bad-shape" and info.value.section == "TENS"
+    assert decode_container(assemble(split(data), minor=5))[0].version_minor == 5
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((2, 2, 1), "at least 2 kernel taps"),
+        ((2, 2, 1, 1, 1), "at least 2 kernel taps"),
+        ((2, 2, 65), "side <= 64"),
+        ((2, 2, 2, 2, 65), "side <= 64"),
+        ((2, 2, 2, 2, 2, 2), "k1"),
+        ((2, 2), "k1"),
+    ],
+)
+def test_rdft_shapes_a_1_1_file_refuses(shape: tuple[int, ...], message: str) -> None:
+    steps = STEP * math.prod(shape[2:])
+    tensors = uvarint(1) + record(b"w", 2, shape, steps + ZEROS)
+    v11 = assemble(split(replace_section(small_file(), b"TENS", tensors)), minor=1)
+    with pytest.raises(FormatError, match=message) as info:
+        decode_container(v11)
+    assert info.value.code == "bad-shape"
+    with pytest.raises(EprError, match=message):
+        encode_container(EprContents({}, b"", [rdft("w", np.zeros(shape))]))
+
+
+def test_rdft_records_are_charged_a_pass_per_kernel_side() -> None:
+    """(2, 1, 9, 9, 9): 1,458 elements, ceil(27 / 8) = 4 passes each, 5,832 in all."""
+    tensors = uvarint(1) + record(b"w", 2, (2, 1, 9, 9, 9), STEP * 729 + ZEROS)
+    data = assemble(split(replace_section(small_file(), b"TENS", tensors)), minor=1)
+    fits = ReadLimits(elements_per_byte=1, min_element_allowance=5832)
+    assert decode_container(data, limits=fits)[0].tensors[0].shape == (2, 1, 9, 9, 9)
+    short = ReadLimits(elements_per_byte=1, min_element_allowance=5831)
+    with pytest.raises(FormatError, match="5832 elements") as info:
+        decode_container(data, limits=short)
+    assert info.value.code == "limit-exceeded"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from decimal import Decimal, localcontext
@@ -154,6 +155,75 @@ def test_decode_rdft_matches_the_reference_bit_for_bit(
     assert decoded.tobytes() == reference_rdft(steps, latents).tobytes()
 
 
+def reference_rdft_any_rank(steps: np.ndarray, latents: np.ndarray) -> np.ndarray:
+    """Spec section 8.2 for kernels of any rank with Python floats, in the normative order: the
+    last kernel axis first, each sum over ascending frequencies from 0.0."""
+    kernel = latents.shape[2:]
+    bases = [rdft_basis(k).tolist() for k in kernel]
+    positions = list(np.ndindex(*kernel))
+    result = np.empty(latents.shape, dtype=np.float32)
+    for o, i in np.ndindex(*latents.shape[:2]):
+        x = {at: float(steps[at]) * float(latents[(o, i, *at)]) for at in positions}
+        for axis in reversed(range(len(kernel))):
+            y = {}
+            for at in positions:
+                total = 0.0
+                for m in range(kernel[axis]):
+                    total = total + x[(*at[:axis], m, *at[axis + 1 :])] * bases[axis][m][at[axis]]
+                y[at] = total
+            x = y
+        for at in positions:
+            result[(o, i, *at)] = np.float32(x[at])
+    return result
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    st.sampled_from([(1,), (2,), (5,), (7,), (2, 3), (1, 2, 1), (3, 3, 3), (2, 1, 4)]),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([3, 50, 2**39]),
+)
+def test_decode_rdft_of_any_rank_matches_the_reference_bit_for_bit(
+    kernel: tuple[int, ...], out_channels: int, in_channels: int, seed: int, scale: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (out_channels, in_channels, *kernel)
+    latents = rng.integers(-scale, scale + 1, size=shape)
+    steps = rng.uniform(2**-10, 4, size=kernel).astype(np.float16)
+    decoded = decode_rdft(steps, latents)
+    assert decoded.dtype == np.float32 and decoded.shape == shape
+    assert decoded.tobytes() == reference_rdft_any_rank(steps, latents).tobytes()
+
+
+@pytest.mark.parametrize("shape", [(4, 2, 5), (3, 2, 3, 3, 3), (2, 3, 7), (2, 2, 4, 1, 6)])
+def test_decode_rdft_of_any_rank_is_the_kron_basis_product(shape: tuple[int, ...]) -> None:
+    """The map training uses (eprpipe.train.reparam.RdftDecoder): the row-major flattened
+    coefficients times the Kronecker product of the per-side bases."""
+    rng = np.random.default_rng(sum(shape))
+    latents = rng.integers(-60, 61, size=shape)
+    steps = rng.uniform(2**-8, 2, size=shape[2:]).astype(np.float16)
+    kron = functools.reduce(np.kron, [rdft_basis(k) for k in shape[2:]])
+    coefficients = (steps.astype(np.float64) * latents).reshape(-1, kron.shape[0])
+    expected = (coefficients @ kron).reshape(shape)
+    decoded = decode_rdft(steps, latents)
+    assert decoded.dtype == np.float32 and decoded.shape == shape
+    assert np.abs(decoded - expected).max() <= 1e-6 * np.abs(expected).max()
+
+
+def test_decode_rdft_of_rank_4_is_the_2d_case() -> None:
+    """The general order is the 2-D one of revision 5: the 2-D reference agrees bit for bit."""
+    rng = np.random.default_rng(4)
+    latents = rng.integers(-(2**30), 2**30, size=(3, 2, 4, 5))
+    steps = rng.uniform(2**-10, 4, size=(4, 5)).astype(np.float16)
+    assert (
+        reference_rdft_any_rank(steps, latents).tobytes()
+        == reference_rdft(steps, latents).tobytes()
+        == decode_rdft(steps, latents).tobytes()
+    )
+
+
 def test_decode_rdft_inverts_the_forward_transform() -> None:
     rng = np.random.default_rng(0)
     latents = rng.integers(-20, 21, size=(4, 3, 5, 3))
@@ -177,6 +247,8 @@ GOLDEN_RDFT = "acc25cc24a0918c2c38104c2d684b3429cbe3643235e7cc352d013c3327152c30
     ("steps", "latents", "message"),
     [
         (np.ones((3, 3)), np.ones((2, 3, 3), dtype=np.int64), "rdft needs"),
+        (np.ones(()), np.ones((2, 3), dtype=np.int64), "rdft needs"),
+        (np.ones((2,) * 4), np.ones((1,) * 2 + (2,) * 4, dtype=np.int64), "rdft needs"),
         (np.ones((3, 2)), np.ones((1, 1, 3, 3), dtype=np.int64), "rdft needs"),
         (np.full((3, 3), 0.1), np.ones((1, 1, 3, 3), dtype=np.int64), "float16"),
         (np.ones((3, 3)), np.ones((1, 1, 3, 3)), "integers"),

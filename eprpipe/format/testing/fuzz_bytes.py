@@ -15,6 +15,7 @@ import zstandard
 
 from eprpipe.format.bitio import ByteReader, uvarint
 from eprpipe.format.limits import DEFAULT_LIMITS
+from eprpipe.format.structures import rdft_minor
 from eprpipe.format.testing.fuzz_seeds import Seed, fast_zstd
 from eprpipe.format.testing.graphs import weightless
 from eprpipe.format.testing.records import constant_record
@@ -398,16 +399,20 @@ MAX_PADDED_ELEMENTS = 1 << 23
 MAX_RDFT_ELEMENTS = 1 << 22
 MAX_FILLER_BYTES = 384 << 10
 RDFT_SIDES = (2, 3, 5, 7, 16, 32, 64)
+RDFT_SIDES_3D = (2, 3, 5, 7, 16)  # 3-D kernels: 64^3 taps would be one slow kernel per block
 
 
 def padded_dims(rng: random.Random, elements: int, rdft: bool) -> list[int]:
-    """A shape of about `elements` elements (at least that many): 1-D, 2-D, or rdft kernels."""
+    """A shape of about `elements` elements (at least that many): 1-D, 2-D, or rdft kernels
+    of rank 3, 4 or 5 (1-D, 2-D or 3-D kernels; a 2-D one may be 2 x 1)."""
     if rdft:
-        side = rng.choice(RDFT_SIDES)
-        kw = side if side > 2 else rng.choice((1, 2))
-        kh = max(side, 2) if kw == 1 else side
+        rank = rng.choice((3, 4, 4, 5))
+        side = rng.choice(RDFT_SIDES_3D if rank == 5 else RDFT_SIDES)
+        kernel = [side] * (rank - 2)
+        if rank == 4 and side == 2 and rng.random() < 0.5:
+            kernel[-1] = 1
         inner = rng.choice((1, 3, 16, 64))
-        return [-(-elements // (inner * kh * kw)), inner, kh, kw]
+        return [-(-elements // (inner * math.prod(kernel))), inner, *kernel]
     if rng.random() < 0.5:
         return [elements]
     columns = rng.choice((3, 64, 4096))
@@ -465,8 +470,10 @@ def padding_allowance(rng: random.Random, seed: Seed, seeds: Sequence[Seed]) -> 
     for extra in fillers:
         sections.insert(rng.randrange(len(sections) + 1), extra)
     needed = -(-(seed.elements + math.prod(dims)) // DEFAULT_LIMITS.elements_per_byte)
-    data = replace(box, alignment=alignment, sections=tuple(sections)).to_bytes()
+    minor = max(box.minor, rdft_minor(tuple(dims)) if rdft else 0)  # ranks 3 and 5: 1.1
+    box = replace(box, alignment=alignment, minor=minor)
+    data = replace(box, sections=tuple(sections)).to_bytes()
     if len(data) < needed:  # top up, so that only the filler buys what the record declares
         sections.append(Section(b"PTOP", 0, bytes(needed - len(data))))
-        data = replace(box, alignment=alignment, sections=tuple(sections)).to_bytes()
+        data = replace(box, sections=tuple(sections)).to_bytes()
     return data

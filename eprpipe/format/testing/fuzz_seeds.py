@@ -58,14 +58,15 @@ class _RecordingReader(ByteReader):
         return value
 
 
-def tens_fields(tens: bytes, file_bytes: int) -> list[TensField]:
-    """Varints and record spans of a valid TENS section, found by eprpipe's own structures."""
+def tens_fields(tens: bytes, file_bytes: int, minor: int) -> list[TensField]:
+    """Varints and record spans of a valid TENS section of a file of minor version `minor`,
+    found by eprpipe's own structures."""
     reader = _RecordingReader(tens)
     budget = ReadBudget(DEFAULT_LIMITS, file_bytes)
     records = []
     for _ in range(reader.read_uvarint("record count")):
         start = reader.pos
-        head = RECORD_HEAD.read(reader)
+        head = RECORD_HEAD.read(reader, {"minor": minor})
         shape = tuple(head["dims"])
         if head["kind"] == 0:
             RAW_BODY.read(reader, head)
@@ -103,7 +104,7 @@ class Seed:
             container=container,
             manifest_json=inflate(container.body(b"META")),
             graph=graph,
-            fields=tens_fields(tens, len(data)),
+            fields=tens_fields(tens, len(data), container.minor),
             elements=sum(math.prod(record.shape) for record in contents.tensors),
             takes_images=_takes_images(graph),
         )

@@ -3,6 +3,7 @@ that may break any rule of RECORD_HEAD (spec/FORMAT.md, section 6)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +15,7 @@ from eprpipe.format.container import (
     ScalarDecoderParams,
     TensorRecord,
 )
+from eprpipe.format.layout import Layout, encode_layout
 from eprpipe.format.structures import RAW_BODY, RAW_DTYPES, RDFT_BODY, RECORD_HEAD, SCALAR_BODY
 
 HEAD_STEP = 0.25  # the step of hand-written scalar records
@@ -29,7 +31,8 @@ def scalar(name: str, latents: np.ndarray, step: float) -> TensorRecord:
 
 
 def rdft(name: str, latents: np.ndarray, steps: float | np.ndarray) -> TensorRecord:
-    """An rdft-coded record of kernels (out, in, kh, kw); `steps` one per frequency, or one."""
+    """An rdft-coded record of kernels (out, in, k1[, k2[, k3]]); `steps` one per frequency
+    (tap), or one for all."""
     latents = np.asarray(latents, dtype=np.int64)
     grid = np.broadcast_to(np.asarray(steps, dtype=np.float16), latents.shape[2:]).copy()
     return TensorRecord(name, latents.shape, "float32", RdftDecoderParams(grid), latents, None)
@@ -54,12 +57,26 @@ def scalar_head(name: bytes, dims: Sequence[int], layout: int = 0) -> bytes:
 
 
 def rdft_head(name: bytes, dims: Sequence[int]) -> bytes:
-    """Head and body of an rdft record (every step 0.0625, layout 0), before its groups."""
+    """Head and body of an rdft record of any rank (every step 0.0625, layout 0), before its
+    groups."""
     context = {"dims": tuple(dims), "kind": int(RecordKind.RDFT)}
-    steps = np.full(dims[2] * dims[3], HEAD_RDFT_STEP, dtype=np.float16)
+    steps = np.full(math.prod(dims[2:]), HEAD_RDFT_STEP, dtype=np.float16)
     return record_head(name, RecordKind.RDFT, dims) + RDFT_BODY.write(
         {"steps": steps, "layout": 0}, context
     )
+
+
+def coded_rdft_record(record: TensorRecord, layout: Layout) -> bytes:
+    """An rdft record's bytes coded in exactly `layout`, which must be one of the layouts spec
+    6.1 allows for its shape: a producer's free choice, where eprpipe's writer keeps the
+    smallest."""
+    assert isinstance(record.decoder, RdftDecoderParams) and record.latents is not None
+    coded = encode_layout(record.latents, layout, rdft=True)
+    steps = np.asarray(record.decoder.steps, dtype=np.float16).reshape(-1)
+    context = {"dims": tuple(record.shape), "kind": int(RecordKind.RDFT)}
+    body = RDFT_BODY.write({"steps": steps, "layout": int(layout)}, context)
+    name = record.name.encode()
+    return record_head(name, RecordKind.RDFT, record.shape) + body + coded.encode()
 
 
 def constant_group(value: int) -> bytes:

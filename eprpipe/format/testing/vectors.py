@@ -33,6 +33,7 @@ from eprpipe.format.container import (
     decode_weights,
     encode_container,
 )
+from eprpipe.format.layout import Layout
 from eprpipe.format.manifest import tied_tensors
 from eprpipe.format.structures import FLAG_REQUIRED
 from eprpipe.format.tables import QTable
@@ -44,7 +45,15 @@ from eprpipe.format.testing.graphs import (
     value_info,
     weightless,
 )
-from eprpipe.format.testing.records import raw, rdft, record_head, scalar, scalar_head
+from eprpipe.format.testing.records import (
+    coded_rdft_record,
+    raw,
+    rdft,
+    rdft_head,
+    record_head,
+    scalar,
+    scalar_head,
+)
 from eprpipe.format.testing.sections import (
     Section,
     assemble,
@@ -258,6 +267,70 @@ def normalized_classifier() -> bytes:
     return encode_container(EprContents(manifest, model_bytes(graph), records))[0]
 
 
+CONV_1D, CONV_3D = (4, 2, 5), (3, 2, 3, 3, 3)  # 1.1 rdft records of rank 3 and 5
+
+
+def _conv_node(x: str, weight: str, y: str, shape: tuple[int, ...]) -> onnx.NodeProto:
+    """Conv with 'same' padding over every kernel axis."""
+    pads = [side // 2 for side in shape[2:]] * 2
+    return helper.make_node("Conv", [x, weight], [y], pads=pads)
+
+
+def _kernel_latents(shape: tuple[int, ...], salt: int, dead_rows: list, dead_cols: list):
+    """Latents whose spread falls with frequency (the highest frequencies all zero), with
+    dead rows and columns: every group kind and both masks have something to do."""
+    kernel = shape[2:]
+    spreads = [12 >> sum(index) for index in np.ndindex(*kernel)]
+    latents = np.stack(
+        [spike_slab(shape[:2], salt + tap, spread) for tap, spread in enumerate(spreads)],
+        axis=-1,
+    ).reshape(shape)
+    latents[dead_rows] = 0
+    latents[:, dead_cols] = 0
+    return latents
+
+
+def conv1d_conv3d_rdft() -> bytes:
+    """Format 1.1 by its records alone (the manifest has no 1.1 key): an rdft record of rank 3
+    (Conv1d, 5 taps) and one of rank 5 (Conv3d, 3x3x3), each coded with both masks and one
+    group per frequency (layout 7, a valid choice that eprpipe's writer, keeping the
+    smallest layout, would not make at this size)."""
+    one = rdft(
+        "conv1d.weight",
+        _kernel_latents(CONV_1D, 30, [1], []),
+        np.array([0.5, 0.25, 0.25, 0.125, 0.0625]),
+    )
+    three = rdft(
+        "conv3d.weight",
+        _kernel_latents(CONV_3D, 40, [2], [1]),
+        np.array([2.0 ** -(1 + sum(index)) for index in np.ndindex(3, 3, 3)]).reshape(3, 3, 3),
+    )
+    graph = helper.make_graph(
+        [
+            _conv_node("signal", "conv1d.weight", "features", CONV_1D),
+            _conv_node("volume", "conv3d.weight", "voxels", CONV_3D),
+        ],
+        "conv1d-conv3d",
+        [value_info("signal", ["batch", 2, 8]), value_info("volume", ["batch", 2, 4, 4, 4])],
+        [value_info("features", ["batch", 4, 8]), value_info("voxels", ["batch", 3, 4, 4, 4])],
+        initializer=[weightless("conv1d.weight", CONV_1D), weightless("conv3d.weight", CONV_3D)],
+    )
+    records = [one, three]
+    contents = EprContents({"architecture": "conv1d-conv3d"}, model_bytes(graph), records)
+    data = encode_container(contents)[0]
+    all_layouts = Layout.PER_FREQUENCY | Layout.ROW_MASK | Layout.COLUMN_MASK
+    tens = uvarint(len(records)) + b"".join(
+        coded_rdft_record(record, all_layouts) for record in records
+    )
+    data = replace_section(data, b"TENS", tens)
+    _, sizes = decode_container(data)
+    for record, size in zip(records, sizes.tensors, strict=True):
+        taps = int(np.prod(record.shape[2:]))
+        if size.groups != 2 + taps or "row mask" not in size.table_kinds:
+            raise RuntimeError(f"{record.name} is coded as {size.table_kinds!r}")
+    return data
+
+
 VALID: dict[str, tuple[Callable[[], bytes], str]] = {
     "dense-masks": (dense_masks, "scalar record with row and column masks, raw float32 bias"),
     "conv-rdft": (conv_rdft, "rdft record of 3x3 kernels"),
@@ -276,6 +349,11 @@ VALID: dict[str, tuple[Callable[[], bytes], str]] = {
         normalized_classifier,
         "version 1.1: a float32 image input whose declared normalization is inside the "
         "graph, a classification task with 3 class names",
+    ),
+    "v11-conv1d-conv3d-rdft": (
+        conv1d_conv3d_rdft,
+        "version 1.1 by its records: rdft records of rank 3 (4, 2, 5) and rank 5 "
+        "(3, 2, 3, 3, 3), each with row and column masks and one group per frequency",
     ),
 }
 
@@ -629,8 +707,34 @@ def v11_invalids() -> list[Invalid]:
     ]  # fmt: skip
 
 
+def v11_rdft_invalids() -> list[Invalid]:
+    """rdft records of format 1.1, one defect each: a rank-3 record under a 1.0 header, and
+    in a 1.1 file a record of rank 6 and one whose kernel has a single tap."""
+    base = conv1d_conv3d_rdft()
+    tens_at = section_offset(base, b"TENS")
+    dims_at = tens_at + len(uvarint(2)) + 1 + len(b"conv1d.weight") + 2  # the first record's
+
+    def alone(dims: tuple[int, ...]) -> bytes:
+        return replace_section(base, b"TENS", uvarint(1) + rdft_head(b"w", dims) + b"\x00\x00")
+
+    return [
+        Invalid("v11-rdft-rank3-minor0", "the rank-3 rdft file under a header of version 1.0",
+                "bad-shape", "TENS", dims_at, with_header_byte(base, 10, 0)),
+        Invalid("v11-rdft-rank6", "an rdft record of rank 6, (2, 1, 2, 1, 1, 1)", "bad-shape",
+                "TENS", tens_at + 5, alone((2, 1, 2, 1, 1, 1))),
+        Invalid("v11-rdft-one-tap", "an rdft record of rank 3 whose kernel has one tap, "
+                "(4, 2, 1)", "bad-shape", "TENS", tens_at + 5, alone((4, 2, 1))),
+    ]  # fmt: skip
+
+
 def invalid_vectors() -> list[Invalid]:
-    return header_invalids() + section_invalids() + record_invalids() + v11_invalids()
+    return (
+        header_invalids()
+        + section_invalids()
+        + record_invalids()
+        + v11_invalids()
+        + v11_rdft_invalids()
+    )
 
 
 # --- index, check and write -----------------------------------------------------------------
