@@ -46,7 +46,7 @@ CONFIG_OPTIONS = (
         "--decoder",
         "decoder",
         "rdft: frequency-domain decoder for k×k kernels, scalar elsewhere; "
-        "auto: what is measured to help per tensor (today the same as rdft); sq: scalar only",
+        "auto: also 1-D and 3-D kernels (format 1.1 files); sq: scalar only",
     ),
     ("--prior", "prior", "density of the rate term"),
     ("--seed", "seed", "seed of every random draw"),

@@ -42,8 +42,9 @@ class Choice(str, Enum):
 class Decoder(Choice):
     """How latents become weights: RDFT for k×k kernels (scalar elsewhere), or scalar only.
 
-    "auto" picks per tensor what is measured to help: today the RDFT decoder for 2-D kernels
-    and the scalar one for every other tensor (1-D and 3-D kernels included), as "rdft" does.
+    "auto" picks per tensor what was measured to help (tools/bench_kernel_decoders.py): the
+    RDFT decoder for 1-D, 2-D and 3-D convolution kernels, scalar steps elsewhere. Files with
+    1-D or 3-D kernels coded that way need format 1.1; "rdft" keeps to 2-D kernels.
     """
 
     AUTO = "auto"

@@ -109,8 +109,8 @@ class RdftDecoder(nn.Module):
 
     One learned step per frequency coefficient, shared by all in×out kernels of the layer.
     The basis comes from `eprpipe.format.paramdecode`, the arithmetic the decoded file uses.
-    The same separable transform works for kernels of any rank (`tools/bench_kernel_decoders.py`
-    measures it on 1-D and 3-D kernels); files hold it for 2-D kernels only.
+    The same separable transform decodes 1-D and 3-D kernels (rank 3 and 5 rdft records,
+    format 1.1), the Kronecker product of the per-side bases.
     """
 
     def __init__(self, kernel_size: tuple[int, ...], init_step: float):
@@ -198,9 +198,16 @@ class StoredParameter:
         return getattr(self.module, self.attribute).detach()
 
 
+MAX_KERNEL_SIDE = 64  # the format's bound on each side of an rdft kernel (spec 6)
+
+
 def _uses_rdft(param: torch.Tensor, decoder: Decoder) -> bool:
-    frequency = decoder in (Decoder.RDFT, Decoder.AUTO)
-    return frequency and param.ndim == 4 and param.shape[2] * param.shape[3] > 1
+    """The frequency decoder for convolution kernels with more than one tap: 2-D kernels
+    under "rdft" (files any 1.x reader reads), 1-D, 2-D and 3-D ones under "auto" (rank 3
+    and 5 records need format 1.1; measured to help by tools/bench_kernel_decoders.py)."""
+    ranks = {Decoder.RDFT: (4,), Decoder.AUTO: (3, 4, 5)}.get(decoder, ())
+    kernel = param.shape[2:]
+    return param.ndim in ranks and math.prod(kernel) > 1 and max(kernel) <= MAX_KERNEL_SIDE
 
 
 def _latent_init_scale(latent: torch.Tensor) -> float:
@@ -241,8 +248,9 @@ class EPRModel(nn.Module):
     """Wraps a module so that every parameter tensor is reparameterized and entropy penalized.
 
     :param net: any module; its parameters are replaced in place by latent parametrizations.
-    :param decoder: `Decoder.AUTO`/`Decoder.RDFT` (frequency-domain decoder for k×k kernels,
-        scalar elsewhere) or `Decoder.SQ`, or the string naming one; the default is TrainConfig's.
+    :param decoder: `Decoder.AUTO` (frequency-domain decoder for 1-D, 2-D and 3-D convolution
+        kernels, scalar elsewhere), `Decoder.RDFT` (for k×k kernels only) or `Decoder.SQ`, or
+        the string naming one; the default is TrainConfig's.
     :param prior: `Prior.FACTORIZED` (Ballé et al. 2018) or `Prior.LOGISTIC`, or its name.
     :param init_step: every decoder step at the start.
     :param exclude: parameter-name patterns (fnmatch, e.g. "*.bias", "head.*") left out of EPR
