@@ -205,7 +205,7 @@ EXAMPLES = {
     example.name: example
     for example in (
         Example(
-            "mlp-regression", RegressionMLP, regression_batch, mse, mse, "mse", 0.002,
+            "mlp-regression", RegressionMLP, regression_batch, mse, mse, "mse", 1.0,
             {
                 "input_names": ["features"], "output_names": ["value"], "task": "regression",
                 "preprocessing": {
@@ -214,7 +214,7 @@ EXAMPLES = {
             },
         ),
         Example(
-            "transformer", TokenTransformer, token_batch, cross_entropy, error, "error", 0.02,
+            "transformer", TokenTransformer, token_batch, cross_entropy, error, "error", 0.3,
             {
                 "input_names": ["tokens"], "output_names": ["logits"],
                 "dynamic_axes": {"tokens": {0: "batch", 1: "length"}},
@@ -222,25 +222,25 @@ EXAMPLES = {
             },
         ),
         Example(
-            "two-in-two-out", TwoInTwoOut, two_input_batch, mse, mse, "mse", 0.002,
+            "two-in-two-out", TwoInTwoOut, two_input_batch, mse, mse, "mse", 0.3,
             {"input_names": ["a", "b"], "output_names": ["total", "energy"], "task": "regression"},
         ),
         Example(
-            "tied-lm", TiedLM, next_token_batch, cross_entropy, error, "error", 0.02,
+            "tied-lm", TiedLM, next_token_batch, cross_entropy, error, "error", 0.3,
             {
                 "input_names": ["tokens"], "output_names": ["logits"],
                 "dynamic_axes": {"tokens": {0: "batch", 1: "length"}}, "task": "classification",
             },
         ),
         Example(
-            "conv1d", SignalConv, signal_batch, cross_entropy, error, "error", 0.02,
+            "conv1d", SignalConv, signal_batch, cross_entropy, error, "error", 0.3,
             {
                 "input_names": ["signal"], "output_names": ["logits"],
                 "task": {"kind": "classification", "classes": ["sine", "square", "sawtooth"]},
             },
         ),
         Example(
-            "gru", SequenceGRU, sequence_batch, mse, mse, "mse", 0.002,
+            "gru", SequenceGRU, sequence_batch, mse, mse, "mse", 0.01,
             {
                 "input_names": ["sequence"], "output_names": ["value"],
                 "dynamic_axes": {"sequence": {0: "batch", 1: "length"}}, "task": "regression",
