@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from test_export_layers import assert_matches, filled, run
+from export_checks import assert_matches, filled, run
 from torch import nn
 
 from eprpipe.errors import EprError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from feature_models import TwoInputs, features
 from torch import nn
 
 from eprpipe.errors import EprError
@@ -22,13 +23,6 @@ from eprpipe.train.tasks import (
 )
 
 CONFIG = TrainConfig(epochs=6, batch_size=32, progress=False, plain_lr=3e-2)
-
-
-def features(n: int, seed: int, width: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Flat float features and a smooth regression target of them."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0, 1, (n, width)).astype(np.float32)
-    return x, np.sin(x[:, :2].sum(1, keepdims=True)).astype(np.float32)
 
 
 def test_flat_features_train_a_classifier() -> None:
@@ -82,18 +76,6 @@ def test_augmentation_is_for_images_only() -> None:
         data.check_augmentation("crop4-flip")
     with pytest.raises(EprError, match="inputs hold"):
         TensorData(torch.zeros(3, 2), torch.zeros(4))
-
-
-class TwoInputs(nn.Module):
-    """Float features and int64 token ids, one output."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(10, 4)
-        self.fc = nn.Linear(8 + 4, 1)
-
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.cat([x, self.embed(tokens).mean(1)], 1))
 
 
 def test_a_two_input_regression_trains_and_batches_shard() -> None:

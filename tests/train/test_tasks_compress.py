@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_tasks import TwoInputs, features
+from feature_models import TwoInputs, features
 from torch import nn
 
 import eprpipe
