@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from class_folders import write_class_folders
+from feature_models import features
 from stripes import stripes
 from toy_plugin import write_toy_plugin
 
+import eprpipe
 from eprpipe.format.container import read_epr
 from eprpipe.format.validate import validate_file
 
@@ -148,3 +151,59 @@ def test_processes_share_evaluation_and_agree_on_batchnorm_statistics(tmp_path: 
     whole = evaluate_model(build_onnx(contents), *stripes(301, 1))
     assert [whole.correct, whole.total] == zero["test"]
     assert contents.manifest["metrics"]["test_examples"] == 301
+
+
+_GENERAL_JOB = """
+import json, sys
+import torch
+from torch import nn
+from feature_models import features
+from eprpipe.train import TrainConfig, compress_module
+from eprpipe.train.distributed import current_world
+
+torch.manual_seed(0)
+net = nn.Sequential(nn.Linear(8, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 1))
+result = compress_module(
+    net, features(512, 0), features(301, 1), sys.argv[1], task="regression",
+    config=TrainConfig(epochs=2, batch_size=64, lam=0.01, progress=False), baseline=True,
+)
+rank = current_world().rank
+report = {
+    "metric": [result.metric.name, result.metric.value, result.metric.baseline,
+               result.metric.examples],
+    "buffers": {k: v.tolist() for k, v in net.state_dict().items() if "running" in k},
+    "history": [e.test_metric for e in result.history.epochs],
+    "buffer_choice": repr(result.buffers),
+}
+with open(f"{sys.argv[1]}.rank{rank}.json", "w") as out:
+    json.dump(report, out)
+"""
+
+
+def test_any_task_trains_and_is_scored_across_processes(tmp_path: Path) -> None:
+    """The general path (format 1.1, the task's metric) under torchrun: every process reports
+    the same metric, statistics and buffer choice, and the metric is the written file's own
+    mean squared error over all 301 test examples, split unevenly between the processes."""
+    script = tmp_path / "job.py"
+    script.write_text(_GENERAL_JOB)
+    output = tmp_path / "regression.epr"
+    paths = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
+    env = {**os.environ, "PYTHONPATH": paths, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*TORCHRUN, "2", str(script), str(output)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    zero, one = (json.loads(Path(f"{output}.rank{r}.json").read_text()) for r in (0, 1))
+    assert zero == one
+    name, value, baseline, examples = zero["metric"]
+    assert (name, examples) == ("mse", 301) and baseline is not None
+    assert validate_file(output).valid
+    x, y = features(301, 1)
+    (predicted,) = eprpipe.session(output).run(None, {"input": x})
+    assert value == pytest.approx(float(((predicted - y) ** 2).mean()), rel=1e-5)
+    manifest = read_epr(output)[0].manifest
+    assert manifest["metrics"]["task_metric"]["value"] == value
