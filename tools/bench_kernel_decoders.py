@@ -29,8 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_own_loop as own
 
-from eprpipe.format.coding import empirical_bits
-from eprpipe.train import reparam, wrap
+from eprpipe.train import wrap
 
 
 class WideSignalConv(nn.Module):
@@ -96,17 +95,6 @@ class Row:
     float_error: float
 
 
-def empirical(wrapped: reparam.EPRModel) -> float:
-    """Σ over density groups of the rounded latents' information under their own histogram:
-    what a static table per group needs, whatever density training learned."""
-    total = 0.0
-    for tensor in wrapped.tensors:
-        latents = torch.round(tensor.latent.detach()).to(torch.int64).numpy()
-        groups = tensor.decoder.num_groups
-        total += sum(empirical_bits(column) for column in latents.reshape(-1, groups).T)
-    return total
-
-
 def measure(example: own.Example, lams: list[float], steps: int, epr_steps: int) -> list[Row]:
     torch.manual_seed(0)
     trained = example.build()
@@ -123,7 +111,7 @@ def measure(example: own.Example, lams: list[float], steps: int, epr_steps: int)
             bits = float(wrapped.rate_bits().detach())
             rows.append(
                 Row(example.name, decoder, lam, kernels, bits, bits / wrapped.num_parameters(),
-                    empirical(wrapped), own.torch_metric(wrapped, example), float_error)
+                    wrapped.histogram_bits(), own.torch_metric(wrapped, example), float_error)
             )  # fmt: skip
             print(rows[-1], flush=True)
     return rows

@@ -141,6 +141,7 @@ def compress_any(
         wall_seconds=time.perf_counter() - started,
         history=history,
         rate_estimate_bits=rate_estimate,
+        histogram_bits=model.histogram_bits(),
         buffers=buffer_choice,
         metric=score,
     )

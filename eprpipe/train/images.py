@@ -179,6 +179,7 @@ def compress_images(
         wall_seconds=time.perf_counter() - started,
         history=history,
         rate_estimate_bits=rate_estimate,
+        histogram_bits=model.histogram_bits(),
         buffers=buffer_choice,
         metric=TaskScore("error", evaluation.error, baseline_error, False, evaluation.total),
     )

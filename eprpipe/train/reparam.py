@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from eprpipe.errors import EprError
+from eprpipe.format.coding import empirical_bits
 from eprpipe.format.paramdecode import rdft_basis
 from eprpipe.train.config import DEFAULTS, Decoder, Prior, RateEstimator
 from eprpipe.train.priors import PRIORS, interpolated_bits
@@ -395,6 +396,18 @@ class EPRModel(nn.Module):
             {"name": "stored", "params": list(self.stored_parameters()), "lr": stored_lr},
         ]
         return [group for group in groups if group["params"]]
+
+    @torch.no_grad()
+    def histogram_bits(self) -> float:
+        """Σ over density groups of the rounded latents' information under their own histogram:
+        what a static table per group needs (the coder's floor before masks), whatever
+        density training learned. The report sets the training estimate beside it."""
+        total = 0.0
+        for tensor in self.tensors:
+            latents = torch.round(tensor.latent).to(torch.int64).cpu().numpy()
+            columns = latents.reshape(-1, tensor.decoder.num_groups).T
+            total += sum(empirical_bits(column) for column in columns)
+        return total
 
     @torch.no_grad()
     def integer_latents(self) -> dict[str, np.ndarray]:

@@ -70,6 +70,7 @@ class CompressResult:
     wall_seconds: float
     history: History = field(repr=False)
     rate_estimate_bits: float
+    histogram_bits: float | None = None  # the latents under their own per-group histograms
     buffers: BufferChoice | None = None  # how the untrained float tensors were stored
     metric: TaskScore | None = None  # the task's own metric, by name
 

@@ -96,3 +96,13 @@ def test_info_prints_what_a_1_1_file_declares(capsys: pytest.CaptureFixture[str]
     }
     assert main(["info", "--json", str(RAW_DTYPES)]) == 0
     assert json.loads(capsys.readouterr().out)["format_version"] == "1.0"
+
+
+def test_the_compress_report_says_why_the_rate_estimate_differs_from_the_coded_size():
+    from eprpipe.report import rate_line
+
+    line = rate_line(8 * 27_801, 8 * 22_255, 21_002)
+    assert line.startswith("rate estimate        27,801 B under the training densities")
+    assert "32% above the coded 21,002 B" in line and "(22,255 B of latents)" in line
+    assert "8% below the coded 1,000 B" in rate_line(8 * 920, None, 1_000)
+    assert rate_line(8 * 920, None, 0).endswith("under the training densities")

@@ -116,3 +116,14 @@ def test_train_plain_writes_weights_that_init_from_loads(tmp_path, capsys):
     net = get_architecture("lenet-300-100").factory(num_classes=10)
     load_into(net, out)
     assert torch.isfinite(net.fc1.weight).all() and net.fc1.weight.abs().sum() > 0
+
+
+def test_kernel_decoder_benchmark_writes_table_and_plot(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))  # it imports its sibling, bench_own_loop
+    tool = _load_tool("bench_kernel_decoders")
+    args = ["--steps", "2", "--epr-steps", "2", "--lambdas", "0.1", "--only", "conv1d"]
+    assert tool.main([*args, "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["model"], r["decoder"]) for r in rows] == [("conv1d", "sq"), ("conv1d", "frequency")]
+    assert all(r["empirical_bits"] > 0 for r in rows)
+    assert (tmp_path / "results.png").stat().st_size > 1000

@@ -200,3 +200,21 @@ def test_every_weight_is_decoded_once_before_the_wrapped_forward_starts():
     events.clear()
     assert net[1].fc.weight.shape == (3, 3)
     assert events == ["1.fc.weight"]
+
+
+def test_histogram_bits_count_each_group_under_its_own_histogram():
+    """A scalar tensor is one group; an rdft tensor one group per frequency."""
+    from eprpipe.format.coding import empirical_bits
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4, 2))
+    model = EPRModel(net, decoder="rdft")
+    with torch.no_grad():
+        for latent in model.latent_parameters():
+            latent.copy_(torch.randint(-3, 4, latent.shape).float())
+    expected = 0.0
+    for tensor in model.tensors:
+        latents = torch.round(tensor.latent.detach()).long().numpy()
+        groups = 9 if tensor.name == "0.weight" else 1
+        expected += sum(empirical_bits(c) for c in latents.reshape(-1, groups).T)
+    assert model.histogram_bits() == pytest.approx(expected)
+    assert model.histogram_bits() < float(model.rate_bits().detach())  # no density beats it
