@@ -42,7 +42,7 @@ if TYPE_CHECKING:
         write_onnx,
     )
     from eprpipe.format.limits import ReadLimits
-    from eprpipe.plugins.registry import ArchitectureSpec
+    from eprpipe.plugins.registry import ArchitectureSpec, Recipe
 
 # name -> module that defines it; `session` and `evaluate` are the only ones needing onnxruntime
 _EXPORTS = {
@@ -57,6 +57,7 @@ _EXPORTS = {
     "session": "eprpipe.deploy.api",
     "evaluate": "eprpipe.deploy.api",
     "ArchitectureSpec": "eprpipe.plugins.registry",
+    "Recipe": "eprpipe.plugins.registry",
     "DatasetSpec": "eprpipe.data.datasets",
     "DataError": "eprpipe.errors",
     "EprError": "eprpipe.errors",
@@ -73,6 +74,7 @@ __all__ = [
     "FormatError",
     "PluginError",
     "ReadLimits",
+    "Recipe",
     "TensorInfo",
     "__version__",
     "decode",

@@ -68,7 +68,8 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: str, lam: str
         dest="lam",
         type=float,
         default=None,
-        help=f"rate weight λ: nats of task loss per bit per parameter (default: {lam})",
+        help=f"rate weight λ: nats of task loss per bit per parameter; higher gives a smaller "
+        f"file, lower a lower error (default: {lam})",
     )
     parser.add_argument(
         "--epochs",
@@ -186,8 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("-o", "--output", type=Path, help="the .epr file to write")
     _add_training_options(
         compress,
-        epochs=f"{DEFAULTS.epochs}; without ARCHITECTURE, the demo's {demo_defaults.epochs}",
-        lam=f"{DEFAULTS.lam:g}; without ARCHITECTURE, the demo's {demo_defaults.lam:g}",
+        epochs=f"the architecture's recipe where it has one, else {DEFAULTS.epochs}; without "
+        f"ARCHITECTURE, the demo's {demo_defaults.epochs}",
+        lam=f"the architecture's recipe where it has one, else {DEFAULTS.lam:g}; without "
+        f"ARCHITECTURE, the demo's {demo_defaults.lam:g}",
     )
 
     demo = commands.add_parser(
@@ -262,12 +265,21 @@ def _training_config(args: argparse.Namespace, defaults: TrainConfig) -> TrainCo
     )
 
 
+def recipe_note(architecture: str, chosen: list[str], measured: str) -> str:
+    """What compress prints when an architecture's recipe chose λ or the epochs."""
+    note = f"{' and '.join(chosen)}: {architecture}'s recipe"
+    if measured:
+        note += f" (measured: {measured})"
+    return note + "; raise --lambda for a smaller file, lower it for a lower error"
+
+
 def _compress(
     args: argparse.Namespace,
     architecture: str,
     dataset: str,
     output: Path,
     defaults: TrainConfig,
+    note: str | None = None,
 ) -> int:
     try:
         import torch  # noqa: F401
@@ -303,6 +315,8 @@ def _compress(
 
     if current_world().is_main:
         print(compress_report(result, architecture, dataset, config))
+        if note:
+            print(note)
     return 0
 
 
@@ -313,9 +327,25 @@ def cmd_compress(args: argparse.Namespace) -> int:
         raise EprError(
             "compress needs ARCHITECTURE, --dataset and -o FILE.epr (or no arguments: the demo)"
         )
+    from eprpipe.plugins.manager import get_architecture
     from eprpipe.train.config import DEFAULTS
 
-    return _compress(args, args.architecture, args.dataset, args.output, DEFAULTS)
+    recipe = get_architecture(args.architecture).recipe
+    defaults = dataclasses.replace(
+        DEFAULTS,
+        lam=DEFAULTS.lam if recipe.lam is None else recipe.lam,
+        epochs=DEFAULTS.epochs if recipe.epochs is None else recipe.epochs,
+    )
+    chosen = [
+        text
+        for text, applies in (
+            (f"λ={defaults.lam:g}", recipe.lam is not None and args.lam is None),
+            (f"{defaults.epochs} epochs", recipe.epochs is not None and args.epochs is None),
+        )
+        if applies
+    ]
+    note = recipe_note(args.architecture, chosen, recipe.measured) if chosen else None
+    return _compress(args, args.architecture, args.dataset, args.output, defaults, note)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

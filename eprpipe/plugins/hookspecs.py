@@ -51,6 +51,10 @@ def register_architectures(register: Callable[[ArchitectureSpec], None]) -> None
       with ``torch.onnx.export(dynamo=True)`` and a dynamic batch axis, holding no sizeable
       tensor outside its ``state_dict``.
 
+    - Recipe: ``ArchitectureSpec.recipe`` (`eprpipe.plugins.registry.Recipe`) may give the λ
+      and epochs that ``eprpipe compress ARCH`` uses when the user sets neither, with a line
+      saying what they measured; without one, TrainConfig's defaults apply.
+
     With the Python API (`eprpipe.train.compress_module`) you build the module yourself and
     `eprpipe.train.InputSpec` gives the shape, mean and std instead.
 

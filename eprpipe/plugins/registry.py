@@ -17,6 +17,17 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """The λ and epochs an architecture's measured recipe uses where the user sets none
+    (`eprpipe compress ARCH` without --lambda or --epochs); `measured` says what it reached,
+    and where, for the report."""
+
+    lam: float | None = None
+    epochs: int | None = None
+    measured: str = ""
+
+
+@dataclass(frozen=True)
 class ArchitectureSpec:
     """What an architecture plugin registers.
 
@@ -31,6 +42,7 @@ class ArchitectureSpec:
     input_shape: tuple[int, int, int]
     num_classes: int
     description: str
+    recipe: Recipe = Recipe()  # no recipe: TrainConfig's defaults
 
 
 @dataclass(frozen=True)

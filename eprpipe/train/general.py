@@ -32,6 +32,7 @@ from eprpipe.train.interface import Normalization, bind_inputs
 from eprpipe.train.loop import TensorData, sum_floats, train_epr
 from eprpipe.train.paths import check_writable
 from eprpipe.train.runs import (
+    HELD_OUT_EXAMPLES,
     CompressResult,
     InputSpec,
     TaskScore,
@@ -42,7 +43,6 @@ from eprpipe.train.runs import (
 from eprpipe.train.scoring import metric_of, model_arrays, outputs_of, per_example
 from eprpipe.train.tasks import Task, manifest_of
 
-HELD_OUT_EXAMPLES = 1000
 HELD_OUT_BYTES = 256 << 20  # outputs of the held-out examples kept at once
 
 

@@ -36,6 +36,7 @@ from eprpipe.train.paths import check_writable
 from eprpipe.train.records import tensor_records, untrained_state
 from eprpipe.train.reparam import EPRModel
 from eprpipe.train.runs import (
+    HELD_OUT_EXAMPLES,
     CompressResult,
     InputSpec,
     TaskScore,
@@ -44,8 +45,6 @@ from eprpipe.train.runs import (
     training_manifest,
 )
 from eprpipe.train.tasks import Classification
-
-HELD_OUT_EXAMPLES = 1000
 
 
 def _training_data(split: Prepared, spec: InputSpec, device: str, workers: int | None) -> Data:

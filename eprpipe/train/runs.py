@@ -21,6 +21,8 @@ from eprpipe.train.loader import cores_per_process
 from eprpipe.train.loop import Data, History, task_metric, train_plain
 from eprpipe.train.tasks import Task
 
+HELD_OUT_EXAMPLES = 1000  # training examples the untrained floats' grid is judged on
+
 
 @dataclass(frozen=True)
 class InputSpec:

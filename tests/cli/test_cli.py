@@ -229,3 +229,21 @@ def test_training_without_torch_is_one_line_naming_the_install(tmp_path, command
     assert "trains with torch, which is not installed here" in done.stderr
     assert "eprpipe[train]" in done.stderr
     assert not (tmp_path / "out.epr").exists()
+
+
+@needs_torch
+def test_an_architectures_recipe_sets_what_the_user_did_not(capsys, tmp_path):
+    """lenet-300-100's recipe picks λ; --epochs given on the line wins; the report says so."""
+    from eprpipe.plugins.manager import get_architecture
+
+    recipe = get_architecture("lenet-300-100").recipe
+    assert recipe.lam is not None and recipe.measured
+    out = tmp_path / "x.epr"
+    args = ["compress", "lenet-300-100", "--dataset", "digits", "--epochs", "1", "--quiet"]
+    assert main([*args, "--no-baseline", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"λ={recipe.lam:g}, 1 epochs" in printed
+    assert f"λ={recipe.lam:g}: lenet-300-100's recipe (measured: " in printed
+    assert "epochs: lenet-300-100's recipe" not in printed
+    assert main([*args, "--lambda", "2", "--no-baseline", "-o", str(out)]) == 0
+    assert "'s recipe" not in capsys.readouterr().out

@@ -124,15 +124,10 @@ with open(f"{sys.argv[1]}.rank{rank}.json", "w") as out:
 """
 
 
-def test_processes_share_evaluation_and_agree_on_batchnorm_statistics(tmp_path: Path) -> None:
-    """Each process evaluates part of the data; all must hold rank 0's BatchNorm statistics,
-    the written file's, so that the summed counts are the decoded file's own accuracy."""
-    from eprpipe.deploy.evaluate import evaluate_model
-    from eprpipe.format.graph import build_onnx
-
-    script = tmp_path / "job.py"
-    script.write_text(_SHARED_EVALUATION_JOB)
-    output = tmp_path / "bn.epr"
+def _reports_of_two_processes(job: str, output: Path) -> tuple[dict, dict]:
+    """Run `job` (writes `output` and a JSON report per rank) under torchrun on two processes."""
+    script = output.with_suffix(".job.py")
+    script.write_text(job)
     paths = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
     env = {**os.environ, "PYTHONPATH": paths, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
@@ -144,6 +139,17 @@ def test_processes_share_evaluation_and_agree_on_batchnorm_statistics(tmp_path: 
     )
     assert done.returncode == 0, done.stderr[-2000:]
     zero, one = (json.loads(Path(f"{output}.rank{r}.json").read_text()) for r in (0, 1))
+    return zero, one
+
+
+def test_processes_share_evaluation_and_agree_on_batchnorm_statistics(tmp_path: Path) -> None:
+    """Each process evaluates part of the data; all must hold rank 0's BatchNorm statistics,
+    the written file's, so that the summed counts are the decoded file's own accuracy."""
+    from eprpipe.deploy.evaluate import evaluate_model
+    from eprpipe.format.graph import build_onnx
+
+    output = tmp_path / "bn.epr"
+    zero, one = _reports_of_two_processes(_SHARED_EVALUATION_JOB, output)
     assert zero == one  # statistics, counts, baseline, per-epoch errors, stored-buffer choice
     assert zero["test"][1] == 301
     assert zero["history"][0] is None and None not in zero["history"][1:]  # eval_every=2
@@ -184,20 +190,8 @@ def test_any_task_trains_and_is_scored_across_processes(tmp_path: Path) -> None:
     """The general path (format 1.1, the task's metric) under torchrun: every process reports
     the same metric, statistics and buffer choice, and the metric is the written file's own
     mean squared error over all 301 test examples, split unevenly between the processes."""
-    script = tmp_path / "job.py"
-    script.write_text(_GENERAL_JOB)
     output = tmp_path / "regression.epr"
-    paths = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
-    env = {**os.environ, "PYTHONPATH": paths, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [*TORCHRUN, "2", str(script), str(output)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    zero, one = (json.loads(Path(f"{output}.rank{r}.json").read_text()) for r in (0, 1))
+    zero, one = _reports_of_two_processes(_GENERAL_JOB, output)
     assert zero == one
     name, value, baseline, examples = zero["metric"]
     assert (name, examples) == ("mse", 301) and baseline is not None
