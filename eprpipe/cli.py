@@ -265,6 +265,17 @@ def _training_config(args: argparse.Namespace, defaults: TrainConfig) -> TrainCo
     )
 
 
+def _require_torch(command: str) -> None:
+    """A deploy-only install: say so in one line, before plugins try to build models."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise EprError(
+            f"{command} trains with torch, which is not installed here: "
+            "pip install torch==2.13.0, then pip install 'eprpipe[train]'"
+        ) from None
+
+
 def recipe_note(architecture: str, chosen: list[str], measured: str) -> str:
     """What compress prints when an architecture's recipe chose λ or the epochs."""
     note = f"{' and '.join(chosen)}: {architecture}'s recipe"
@@ -281,13 +292,7 @@ def _compress(
     defaults: TrainConfig,
     note: str | None = None,
 ) -> int:
-    try:
-        import torch  # noqa: F401
-    except ImportError:  # a deploy-only install: say so in one line, not a traceback
-        raise EprError(
-            f"{args.command} trains with torch, which is not installed here: "
-            "pip install torch==2.13.0, then pip install 'eprpipe[train]'"
-        ) from None
+    _require_torch(args.command)
     from eprpipe.report import compress_report
     from eprpipe.train.api import compress_registered
     from eprpipe.train.checkpoint import CheckpointPolicy
@@ -330,6 +335,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from eprpipe.plugins.manager import get_architecture
     from eprpipe.train.config import DEFAULTS
 
+    _require_torch(args.command)  # the architecture hooks build torch modules
     recipe = get_architecture(args.architecture).recipe
     defaults = dataclasses.replace(
         DEFAULTS,

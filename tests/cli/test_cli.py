@@ -198,8 +198,10 @@ def test_compress_help_shows_the_config_defaults_without_torch():
         option = "--" + name.replace("_", "-")
         assert helps[option].endswith(f"(default: {getattr(DEFAULTS, name)})"), helps[option]
     assert helps["--epochs"].endswith(
-        f"(default: {DEFAULTS.epochs}; without ARCHITECTURE, the demo's 80)"
+        f"(default: the architecture's recipe where it has one, else {DEFAULTS.epochs}; "
+        "without ARCHITECTURE, the demo's 80)"
     )
+    assert "higher gives a smaller file, lower a lower error" in helps["--lambda"]
 
 
 @pytest.mark.parametrize("command", [["compress", "lenet5-caffe"], ["demo"]])
