@@ -293,7 +293,10 @@ def save(
         metadata=metadata,
     )
     data, sizes = container.encode_container(contents)
-    bound = bind_inputs(_template(wrapped), _as_tuple(example_inputs), dict(example_kwargs or {}))
+    # contents_for checked that `wrapped` came from wrap(); binding needs only the signature
+    bound = bind_inputs(
+        wrapped.plain_template, _as_tuple(example_inputs), dict(example_kwargs or {})
+    )
     verify(wrapped, data, bound, _normalizations(preprocessing), str(path))
     write_atomically(path, data)
     return sizes

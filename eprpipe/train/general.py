@@ -21,7 +21,6 @@ from eprpipe import __version__
 from eprpipe.deploy.evaluate import EvalResult
 from eprpipe.errors import EprError
 from eprpipe.format import container
-from eprpipe.format.atomic import write_atomically
 from eprpipe.format.graph import build_onnx
 from eprpipe.train.buffers import BufferChoice, compact_buffers
 from eprpipe.train.checkpoint import Checkpointer, CheckpointPolicy, identity_of
@@ -38,6 +37,7 @@ from eprpipe.train.runs import (
     TaskScore,
     baseline_metric,
     evaluation_threads,
+    publish,
     training_manifest,
 )
 from eprpipe.train.scoring import metric_of, model_arrays, outputs_of, per_example
@@ -125,11 +125,7 @@ def compress_any(
         metrics.update(test_error=score.value, test_examples=len(test_targets))
         metrics["baseline_test_error"] = baseline_value
     data, sizes = container.with_manifest(data, sizes, {**contents.manifest, "metrics": metrics})
-    if world.is_main:  # one writer; every process computed the same contents
-        write_atomically(output, data)
-    if run:
-        run.remove()
-    world.barrier()
+    publish(output, data, world, run)
     num_parameters = model.num_parameters()
     return CompressResult(
         path=output,

@@ -22,7 +22,6 @@ from eprpipe.data.datasets import ImageFiles, Prepared, part_of
 from eprpipe.deploy.evaluate import EvalResult, evaluate_split, predict
 from eprpipe.errors import EprError
 from eprpipe.format import container
-from eprpipe.format.atomic import write_atomically
 from eprpipe.format.graph import build_onnx
 from eprpipe.format.manifest import check_manifest
 from eprpipe.train.buffers import compact_buffers
@@ -42,6 +41,7 @@ from eprpipe.train.runs import (
     TaskScore,
     baseline_metric,
     evaluation_threads,
+    publish,
     training_manifest,
 )
 from eprpipe.train.tasks import Classification
@@ -162,11 +162,7 @@ def compress_images(
         "baseline_test_error": baseline_error,
     }
     data, sizes = container.with_manifest(data, sizes, manifest)  # the tensors stay as coded
-    if world.is_main:  # one writer; every process computed the same contents
-        write_atomically(output, data)
-    if run:
-        run.remove()
-    world.barrier()
+    publish(output, data, world, run)
     num_parameters = model.num_parameters()
     return CompressResult(
         path=output,

@@ -12,6 +12,7 @@ from torch import nn
 
 from eprpipe.deploy.evaluate import EvalResult
 from eprpipe.format import container
+from eprpipe.format.atomic import write_atomically
 from eprpipe.train.buffers import BufferChoice
 from eprpipe.train.checkpoint import Checkpointer
 from eprpipe.train.config import TrainConfig
@@ -122,3 +123,13 @@ def training_manifest(config: TrainConfig) -> dict:
         "seed": config.seed,
         "augmentation": config.augmentation,
     }
+
+
+def publish(output: Path, data: bytes, world: World, run: Checkpointer | None) -> None:
+    """Write the file once (every process computed the same bytes), drop the checkpoint it
+    replaces, and let every process leave together."""
+    if world.is_main:
+        write_atomically(output, data)
+    if run:
+        run.remove()
+    world.barrier()
