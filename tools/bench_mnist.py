@@ -19,10 +19,12 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from eprpipe.format.atomic import write_atomically
@@ -98,7 +100,7 @@ def _run_job(
             nncodec_qps=alternatives.nncodec_qps,
         )  # fmt: skip
         return [row, *({**asdict(job), **r, "decoder": "alternative"} for r in others)]
-    path = Path(out_dir) / f"{job.architecture}_{job.decoder}_lam{job.lam:g}.epr"
+    path = Path(out_dir) / f"{job.architecture}_{job.decoder}_lam{job.lam:g}_s{job.seed}.epr"
     result = compress_registered(
         job.architecture,
         "mnist",
@@ -130,12 +132,13 @@ def _run_job(
 def make_jobs(args: argparse.Namespace) -> list[Job]:
     jobs = []
     for arch in args.architectures:
-        if not args.no_baseline:
-            jobs.append(Job(arch, "baseline", 0.0, args.epochs, args.seed))
         # LeNet-300-100 has no k×k kernels: "rdft" would train exactly the "sq" model.
         decoders = ["sq"] if arch == "lenet-300-100" else args.decoders
         lambdas = args.lambdas or DEFAULT_LAMBDAS[arch]
-        jobs += [Job(arch, d, lam, args.epochs, args.seed) for d in decoders for lam in lambdas]
+        for seed in args.seeds:
+            if not args.no_baseline:
+                jobs.append(Job(arch, "baseline", 0.0, args.epochs, seed))
+            jobs += [Job(arch, d, lam, args.epochs, seed) for d in decoders for lam in lambdas]
     # Longest first keeps both workers busy to the end (a baseline with alternatives is long).
     return sorted(
         jobs,
@@ -158,32 +161,80 @@ def _alternative_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["decoder"] == "alternative"]
 
 
-def _float_errors(rows: list[dict]) -> dict[str, float]:
-    """Each architecture's float32 ONNX error (mean over seeds): the reference of the margins."""
-    errors: dict[str, list[float]] = {}
-    for r in _alternative_rows(rows):
-        if r["variant"] == "float32":
-            errors.setdefault(r["architecture"], []).append(r["test_error"])
-    return {arch: sum(found) / len(found) for arch, found in errors.items()}
+def _float_errors(rows: list[dict]) -> dict[tuple[str, int], float]:
+    """Each (architecture, seed)'s float32 ONNX error: the reference of the margins."""
+    return {
+        (r["architecture"], r["seed"]): r["test_error"]
+        for r in _alternative_rows(rows)
+        if r["variant"] == "float32"
+    }
+
+
+def _spread(values: list[float], show: Callable[[float], str]) -> str:
+    """The mean of `values` and, over more than one seed, their range: "5,747 [5,588, 5,842]"."""
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return show(mean)
+    return f"{show(mean)} [{show(min(values))}, {show(max(values))}]"
+
+
+def _bytes(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f} %"
 
 
 def epr_table(rows: list[dict]) -> str:
-    baselines = {r["architecture"]: r["test_error"] for r in rows if r["decoder"] == "baseline"}
+    baselines = {
+        (r["architecture"], r["seed"]): r["test_error"] for r in rows if r["decoder"] == "baseline"
+    }
     lines = [
-        "| model | decoder | λ | epochs | test error (decoded ONNX) | uncompressed error "
+        "| model | decoder | λ | epochs | seed | test error (decoded ONNX) | uncompressed error "
         "| payload bytes | file bytes | bits/param | ratio vs float32 | latents / tables / "
         "decoders B | time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(_epr_rows(rows), key=lambda r: (r["architecture"], r["decoder"], r["lam"])):
-        base = baselines.get(r["architecture"])
+    ordered = sorted(
+        _epr_rows(rows), key=lambda r: (r["architecture"], r["decoder"], r["lam"], r["seed"])
+    )
+    for r in ordered:
+        base = baselines.get((r["architecture"], r["seed"]))
         lines.append(
             f"| {r['architecture']} | {r['decoder']} | {r['lam']:g} | {r['epochs']} "
-            f"| {100 * r['test_error']:.2f} % "
+            f"| {r['seed']} | {100 * r['test_error']:.2f} % "
             f"| {'' if base is None else f'{100 * base:.2f} %'} "
             f"| {r['payload_bytes']:,} | {r['file_bytes']:,} | {r['bits_per_parameter']:.4f} "
             f"| {r['ratio']:,.0f}× | {r['latent_bytes']:,} / {r['table_bytes']:,} / "
             f"{r['decoder_bytes']:,} | {r['seconds'] / 60:.1f} min |"
+        )
+    return "\n".join(lines)
+
+
+def _by_setting(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """EPR rows grouped by everything but the seed."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in _epr_rows(rows):
+        key = (r["architecture"], r["decoder"], r["lam"], r["epochs"])
+        groups.setdefault(key, []).append(r)
+    return dict(sorted(groups.items()))
+
+
+def seeds_table(rows: list[dict]) -> str:
+    """Each EPR setting's mean and range over its seeds: the numbers a headline may quote."""
+    lines = [
+        "| model | decoder | λ | epochs | seeds | payload bytes | test error (decoded ONNX) "
+        "| time per run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (arch, decoder, lam, epochs), runs in _by_setting(rows).items():
+        seeds = ", ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+        lines.append(
+            f"| {arch} | {decoder} | {lam:g} | {epochs} | {seeds} "
+            f"| {_spread([r['payload_bytes'] for r in runs], _bytes)} "
+            f"| {_spread([r['test_error'] for r in runs], _percent)} "
+            f"| {_spread([r['seconds'] / 60 for r in runs], lambda m: f'{m:.1f}')} min |"
         )
     return "\n".join(lines)
 
@@ -219,26 +270,53 @@ def _smallest(rows: list[dict], most_error: float) -> int | None:
     return min(sizes) if sizes else None
 
 
+def _paired_sizes(
+    rows: list[dict], arch: str, series: str, points: float
+) -> list[tuple[int | None, int | None]]:
+    """(alternative's, EPR's) smallest payload within `points` of the float model's error (None
+    where none is that close), for each seed of `arch`."""
+    references = {seed: e for (a, seed), e in _float_errors(rows).items() if a == arch}
+    pairs = []
+    for seed, reference in sorted(references.items()):
+        of_seed = [r for r in rows if r["architecture"] == arch and r["seed"] == seed]
+        ours = [r for r in _alternative_rows(of_seed) if r["series"] == series]
+        pairs.append(
+            (
+                _smallest(ours, reference + points / 100),
+                _smallest(_epr_rows(of_seed), reference + points / 100),
+            )
+        )
+    return pairs
+
+
+def _sizes_cell(sizes: list[int | None]) -> str:
+    """Mean [min, max] of the seeds' sizes, and how many seeds had one if not all did."""
+    found = [float(size) for size in sizes if size is not None]
+    if not found:
+        return "none"
+    counted = "" if len(found) == len(sizes) else f" ({len(found)} of {len(sizes)} seeds)"
+    return _spread(found, _bytes) + counted
+
+
 def summary_table(rows: list[dict]) -> str:
     """Per alternative (series), its smallest payload within 0.1 and 0.3 points of the float
-    model's error, EPR's smallest within the same, and their ratio."""
+    model's error, EPR's smallest within the same, and their ratio: each seed against its own
+    float model and EPR runs, then the mean [min, max] over the seeds where both have a point."""
     header = "| model | alternative |" + "".join(
         f" within {p:g} pt: payload B | EPR B | alternative / EPR |" for p in WITHIN_POINTS
     )
     lines = [header, "|---|---|" + "---|---|---|" * len(WITHIN_POINTS)]
-    for arch, reference in sorted(_float_errors(rows).items()):
-        epr = [r for r in _epr_rows(rows) if r["architecture"] == arch]
+    for arch in sorted({arch for arch, _ in _float_errors(rows)}):
         mine = [r for r in _alternative_rows(rows) if r["architecture"] == arch]
         for series in sorted({r["series"] for r in mine}):
             cells = []
             for points in WITHIN_POINTS:
-                limit = reference + points / 100
-                size = _smallest([r for r in mine if r["series"] == series], limit)
-                best = _smallest(epr, limit)
-                ratio = f"{size / best:,.1f}" if size and best else "-"
+                pairs = _paired_sizes(rows, arch, series, points)
+                ratios = [a / b for a, b in pairs if a is not None and b is not None]
+                ratio = _spread(ratios, lambda v: f"{v:,.1f}") if ratios else "-"
                 cells.append(
-                    f" {'-' if size is None else f'{size:,}'} "
-                    f"| {'-' if best is None else f'{best:,}'} | {ratio} |"
+                    f" {_sizes_cell([a for a, _ in pairs])} "
+                    f"| {_sizes_cell([b for _, b in pairs])} | {ratio} |"
                 )
             lines.append(f"| {arch} | {series} |" + "".join(cells))
     return "\n".join(lines)
@@ -246,9 +324,12 @@ def summary_table(rows: list[dict]) -> str:
 
 def markdown(rows: list[dict]) -> str:
     parts = [epr_table(rows)]
+    if any(len(runs) > 1 for runs in _by_setting(rows).values()):
+        parts += ["Over seeds: mean [min, max].", seeds_table(rows)]
     if _alternative_rows(rows):
         references = ", ".join(
-            f"{arch} {100 * error:.2f} %" for arch, error in sorted(_float_errors(rows).items())
+            f"{arch} seed {seed} {100 * error:.2f} %"
+            for (arch, seed), error in sorted(_float_errors(rows).items())
         )
         parts += [
             "Alternatives to EPR on the same float model (trained with the `baseline` row's "
@@ -256,10 +337,26 @@ def markdown(rows: list[dict]) -> str:
             "payload bytes as `eprpipe.deploy.baselines` counts them.",
             alternatives_table(rows),
             f"Smallest payload within 0.1 and 0.3 points of the float32 model's error "
-            f"({references}), against EPR's smallest within the same error.",
+            f"({references}), against EPR's smallest within the same error, each seed against "
+            f"its own float model; over seeds: mean [min, max].",
             summary_table(rows),
         ]
     return "\n\n".join(parts)
+
+
+def _seed_means(runs: list[dict]) -> list[tuple[float, float, tuple, tuple]]:
+    """One point per setting (λ, or the alternative's variant), averaged over its seeds: KB,
+    error in %, and the (below, above) distances to the seeds' extremes for error bars."""
+    groups: dict[object, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(r.get("variant", r["lam"]), []).append(r)
+    points = []
+    for members in groups.values():
+        kb = [r["payload_bytes"] / 1000 for r in members]
+        errors = [100 * r["test_error"] for r in members]
+        x, y = sum(kb) / len(kb), sum(errors) / len(errors)
+        points.append((x, y, (x - min(kb), max(kb) - x), (y - min(errors), max(errors) - y)))
+    return sorted(points)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -284,35 +381,37 @@ def plot(rows: list[dict], path: Path) -> None:
         for index, name in enumerate(series_names)
     }
     for ax, arch in zip(axes[0], architectures, strict=True):
-        for decoder in ("sq", "rdft"):
-            points = sorted(
-                (r["payload_bytes"] / 1000, 100 * r["test_error"])
-                for r in rows
-                if r["architecture"] == arch and r["decoder"] == decoder
-            )
-            if points:
-                colour, marker = styles[decoder]
-                ax.plot(
-                    *zip(*points, strict=True), marker=marker, color=colour,
-                    label=f"eprpipe {decoder}",
-                )  # fmt: skip
+        curves = [
+            (f"eprpipe {decoder}", decoder, [r for r in _epr_rows(rows) if r["decoder"] == decoder])
+            for decoder in ("sq", "rdft")
+        ]
         mine = [r for r in _alternative_rows(rows) if r["architecture"] == arch]
-        for series in sorted({r["series"] for r in mine}):
-            points = sorted(
-                (r["payload_bytes"] / 1000, 100 * r["test_error"])
-                for r in mine
-                if r["series"] == series
-            )
-            colour, marker = styles[series]
-            ax.plot(
-                *zip(*points, strict=True), marker=marker, color=colour,
-                ls="-" if len(points) > 1 else "none", alpha=0.8, label=series,
+        curves += [
+            (series, series, [r for r in mine if r["series"] == series])
+            for series in sorted({r["series"] for r in mine})
+        ]
+        for label, style, runs in curves:
+            points = _seed_means([r for r in runs if r["architecture"] == arch])
+            if not points:
+                continue
+            colour, marker = styles[style]
+            x, y, x_range, y_range = zip(*points, strict=True)
+            ax.errorbar(
+                x, y, xerr=np.array(x_range).T, yerr=np.array(y_range).T, marker=marker,
+                color=colour, ls="-" if len(points) > 1 else "none", alpha=0.8, capsize=2,
+                label=label,
             )  # fmt: skip
         for (label, kb, err), color in zip(PUBLISHED[arch], ("black", "red"), strict=False):
             ax.scatter([kb], [err], marker="*", s=150, color=color, label=label, zorder=3)
-        for r in rows:
-            if r["architecture"] == arch and r["decoder"] == "baseline":
-                ax.axhline(100 * r["test_error"], color="grey", ls="--", lw=1, label="uncompressed")
+        floats = [
+            r["test_error"]
+            for r in rows
+            if r["architecture"] == arch and r["decoder"] == "baseline"
+        ]
+        if floats:
+            ax.axhline(
+                100 * sum(floats) / len(floats), color="grey", ls="--", lw=1, label="uncompressed"
+            )
         ax.set_xscale("log")
         ax.set_title(f"{arch} on MNIST (10,000 test images)")
         ax.set_xlabel("parameter payload (KB, 1 KB = 1000 B, log scale)")
@@ -339,7 +438,13 @@ def main(argv: list[str] | None = None) -> int:
         help="override the per-architecture λ grid",
     )
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="one run of everything per seed; the tables give the mean and range over them",
+    )
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)))
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the uncompressed reference models"

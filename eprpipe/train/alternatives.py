@@ -6,7 +6,8 @@ the dataset's input normalization in front, like a decoded .epr model), runs eve
 `eprpipe.deploy.baselines` and magnitude pruning (`eprpipe.train.pruning`) followed by
 uniform8+zstd on it, and measures each with `eprpipe.deploy.evaluate`, the evaluation EPR's
 rows use. Each result is one row for the benchmark's runs.jsonl: `variant` names it, `series`
-groups the points drawn as one curve; other alternatives (NNCodec) add rows of the same shape.
+groups the points drawn as one curve; NNCodec, on the float and on the pruned models, adds rows
+of the same shape.
 """
 
 from __future__ import annotations
@@ -124,10 +125,14 @@ def measure_pruning(
     config: TrainConfig,
     sparsities: Sequence[float] = PRUNING_SPARSITIES,
     threads: int | None = 1,
+    nncodec: Sequence[str] | None = None,
+    nncodec_qps: Sequence[int] = NNCODEC_QPS,
 ) -> list[dict]:
     """For each sparsity, a copy of `module` magnitude-pruned (global) and fine-tuned for
     `config.epochs` epochs on `data` (train, test tensors), stored as PRUNED_STORAGE, decoded
-    and evaluated on `test`; `module` itself is left as it is."""
+    and evaluated on `test`; with `nncodec`, the same pruned weights are also coded by NNCodec
+    at `nncodec_qps` (pruning, quantization and entropy coding: Deep Compression's pipeline
+    with a modern coder). `module` itself is left as it is."""
     train_data, test_data = data
     rows = []
     for sparsity in sparsities:
@@ -150,6 +155,17 @@ def measure_pruning(
                 "seconds": time.perf_counter() - started,
             }
         )
+        if nncodec is not None:
+            coded = measure_nncodec(model, weights, test, nncodec, nncodec_qps, threads)
+            rows += [
+                {
+                    **r,
+                    "variant": f"pruned{sparsity:g}+{r['variant']}",
+                    "series": "magnitude pruning + NNCodec",
+                    "sparsity": pruned.sparsity,
+                }
+                for r in coded
+            ]
     return rows
 
 
@@ -209,14 +225,16 @@ def measure_alternatives(
     nncodec_qps: Sequence[int] = NNCODEC_QPS,
 ) -> list[dict]:
     """Every baseline of the trained `module`, pruning at each of `sparsities` (fine-tuned as
-    `finetune` says), then NNCodec at `nncodec_qps` if `nncodec` (see `measure_nncodec`) is
-    given; calibration images are drawn with `finetune.seed`. The float model is exported once."""
+    `finetune` says), then NNCodec at `nncodec_qps` on the float and on each pruned model if
+    `nncodec` (see `measure_nncodec`) is given; calibration images are drawn with
+    `finetune.seed`. The float model is exported once."""
     model, weights = float_onnx(module, input_shape, mean, std)
     images = calibration_images(train_images, calibration, finetune.seed)
     rows = measure_baselines(model, weights, images, test, threads)
     rows += measure_pruning(
-        module, input_shape, mean, std, data, test, finetune, sparsities, threads
-    )
+        module, input_shape, mean, std, data, test, finetune, sparsities, threads,
+        nncodec, nncodec_qps,
+    )  # fmt: skip
     if nncodec is not None:
         rows += measure_nncodec(model, weights, test, nncodec, nncodec_qps, threads)
     return rows

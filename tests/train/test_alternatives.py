@@ -113,8 +113,8 @@ def test_bench_mnist_measures_the_alternatives_beside_epr(tmp_path) -> None:
     sys.modules["bench_mnist"] = tool  # dataclasses look their module up here
     spec.loader.exec_module(tool)
     args = ["--data-dir", str(data), "--out-dir", str(out), "--architectures", "lenet-300-100",
-            "--lambdas", "0.5", "--epochs", "1", "--jobs", "1", "--alternatives",
-            "--sparsities", "0.9", "--finetune-epochs", "1",
+            "--lambdas", "0.5", "--epochs", "1", "--jobs", "1", "--seeds", "0", "1",
+            "--alternatives", "--sparsities", "0.9", "--finetune-epochs", "1",
             "--calibration-images", "32"]  # fmt: skip
     assert tool.main(args) == 0
     rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
@@ -122,9 +122,23 @@ def test_bench_mnist_measures_the_alternatives_beside_epr(tmp_path) -> None:
     variants = {row["variant"] for row in rows if row["decoder"] == "alternative"}
     assert {"float16+zstd", "ort-int8-dynamic", "pruned0.9+uniform8+zstd"} <= variants
     assert all(row["test_examples"] == 32 for row in rows if row["decoder"] == "alternative")
+    assert {row["seed"] for row in rows} == {0, 1}
+    assert sorted(out.glob("*.epr")) == [
+        out / "lenet-300-100_sq_lam0.5_s0.epr",
+        out / "lenet-300-100_sq_lam0.5_s1.epr",
+    ]
     table = (out / "results.md").read_text()
-    assert "| lenet-300-100 | sq | 0.5 | 1 |" in table
-    assert "| lenet-300-100 | 0 | uniform4+zstd |" in table
+    assert (
+        "| lenet-300-100 | sq | 0.5 | 1 | 0 |" in table
+        and "| lenet-300-100 | sq | 0.5 | 1 | 1 |" in table
+    )
+    sizes = sorted(r["payload_bytes"] for r in rows if r["decoder"] == "sq")
+    spread = f"{sum(sizes) / 2:,.0f} [{sizes[0]:,}, {sizes[1]:,}]"
+    assert f"| lenet-300-100 | sq | 0.5 | 1 | 0, 1 | {spread} |" in table
+    assert (
+        "| lenet-300-100 | 0 | uniform4+zstd |" in table
+        and "| lenet-300-100 | 1 | uniform4+zstd |" in table
+    )
     assert "| lenet-300-100 | magnitude pruning + uniform8+zstd |" in table
     assert (out / "results.png").stat().st_size > 1000
     assert tool.main([*args, "--report-only"]) == 0
@@ -178,3 +192,21 @@ def test_nncodec_rows_are_measured_on_the_decoded_weights(trained) -> None:
     fine, coarse = rows
     assert coarse["payload_bytes"] < fine["payload_bytes"] < 4 * (8 * 9 + 8 + 512 * 10 + 10)
     assert abs(fine["test_error"] - error_rate(net, test_data)) < 0.02  # a fine step changes little
+
+
+@pytest.mark.skipif(NNCODEC_PYTHON is None, reason="set EPRPIPE_NNCODEC_PYTHON to NNCodec's venv")
+def test_pruned_weights_are_also_coded_by_nncodec(trained) -> None:
+    net, train, test, train_data, test_data = trained
+    spec = get_dataset("digits")
+    finetune = TrainConfig(epochs=1, batch_size=32, eval_every=0, progress=False)
+    rows = measure_alternatives(
+        net, SHAPE, spec.mean, spec.std, train[0], test, (train_data, test_data), finetune,
+        sparsities=(0.9,), calibration=50, nncodec=[NNCODEC_PYTHON, NNCODEC_TOOL],
+        nncodec_qps=(-32,),
+    )  # fmt: skip
+    found = {row["variant"]: row for row in rows}
+    pruned, plain = found["pruned0.9+nncodec-qp-32"], found["nncodec-qp-32"]
+    assert pruned["series"] == "magnitude pruning + NNCodec" and plain["series"] == "NNCodec"
+    assert pruned["sparsity"] == pytest.approx(0.9, abs=0.01)
+    assert pruned["payload_bytes"] < plain["payload_bytes"]  # the zeros cost NNCodec little
+    assert abs(pruned["test_error"] - found["pruned0.9+uniform8+zstd"]["test_error"]) < 0.03
