@@ -49,15 +49,16 @@ def crop_flip(
     return torch.where(inside[:, None], gathered.reshape(n, c, height, width), fill[:, None, None])
 
 
-def random_crop_flip(
+def random_crop(
     images: torch.Tensor,
     generator: torch.Generator,
     fill: torch.Tensor,
     draws: int,
     share: Share,
     pad: int,
+    flip: bool,
 ) -> torch.Tensor:
-    """torchvision's RandomCrop(size, padding=pad) then RandomHorizontalFlip(), per image.
+    """torchvision's RandomCrop(size, padding=pad), then RandomHorizontalFlip() if `flip`.
 
     Offsets are uniform in 0..2·pad on both axes and each image flips with probability 1/2.
     They are drawn on the generator's device (the trainer's generator is usually a CPU one) and
@@ -65,11 +66,17 @@ def random_crop_flip(
     """
     device = generator.device
     offsets = share(torch.randint(0, 2 * pad + 1, (draws, 2), generator=generator, device=device))
-    flips = share(torch.randint(0, 2, (draws,), generator=generator, device=device).bool())
+    if flip:
+        flips = share(torch.randint(0, 2, (draws,), generator=generator, device=device).bool())
+    else:
+        flips = torch.zeros(len(offsets), dtype=torch.bool, device=device)
     return crop_flip(images, fill, offsets.to(images.device), flips.to(images.device), pad)
 
 
-AUGMENTATIONS: dict[str, Augmentation] = {"crop4-flip": partial(random_crop_flip, pad=4)}
+AUGMENTATIONS: dict[str, Augmentation] = {
+    "crop4-flip": partial(random_crop, pad=4, flip=True),  # natural images (CIFAR)
+    "shift2": partial(random_crop, pad=2, flip=False),  # digits and text: a mirror is another glyph
+}
 
 
 def augment(
