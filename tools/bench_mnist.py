@@ -37,7 +37,7 @@ PUBLISHED = {
     "lenet-300-100": [("EPR (paper)", 8.56, 1.9)],
     "lenet5-caffe": [("EPR (paper)", 2.84, 1.0), ("MIRACLE", 1.52, 0.96)],
 }
-DEFAULT_LAMBDAS = {"lenet-300-100": [0.1, 0.2, 0.4], "lenet5-caffe": [0.25, 0.5, 1.0]}
+DEFAULT_LAMBDAS = {"lenet-300-100": [0.1, 0.3, 0.5, 0.65], "lenet5-caffe": [0.5, 1.0, 2.0]}
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,8 @@ def _run_job(
     config = TrainConfig(epochs=job.epochs, lam=job.lam, seed=job.seed, progress=False)
     if job.decoder == "baseline":
         arch, spec = get_architecture(job.architecture), get_dataset("mnist")
+        # The float model sees the augmentation EPR's runs see (compress_registered's default).
+        config = replace(config, augmentation=spec.augmentation)
         train = prepare(spec.load("train", Path(data_dir)), arch.input_shape)
         test = prepare(spec.load("test", Path(data_dir)), arch.input_shape)
         torch.manual_seed(job.seed)

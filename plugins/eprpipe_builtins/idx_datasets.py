@@ -154,6 +154,7 @@ def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
             std=(0.3081,),
             load=MNIST.load,
             description="MNIST handwritten digits, 60,000 train / 10,000 test, 28x28 grey",
+            augmentation="shift2",
         )
     )
     register(
