@@ -109,6 +109,11 @@ def test_mnist_loads_idx_files_gz_and_raw(tmp_path):
     np.testing.assert_array_equal(train.images[:, 0], expected)
 
 
+def test_digits_train_with_a_shift_and_never_a_mirror():
+    assert get_dataset("mnist").augmentation == "shift2"  # a mirrored digit is another glyph
+    assert get_dataset("fashion-mnist").augmentation is None  # not measured there yet
+
+
 def test_data_dir_may_be_a_root_holding_the_dataset(tmp_path):
     write_mnist_like(tmp_path / "mnist", n_train=3)
     assert len(get_dataset("mnist").load("train", tmp_path).images) == 3
