@@ -292,7 +292,7 @@ def _compress(
     defaults: TrainConfig,
     note: str | None = None,
 ) -> int:
-    _require_torch(args.command)
+    """Train and write `output`; the caller has checked for torch (`_require_torch`)."""
     from eprpipe.report import compress_report
     from eprpipe.train.api import compress_registered
     from eprpipe.train.checkpoint import CheckpointPolicy
@@ -357,6 +357,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     output = args.output or Path("demo.epr")
     print(f"eprpipe demo: {DEMO_ARCHITECTURE} on the {DEMO_DATASET} data bundled with scikit-learn")
+    _require_torch(args.command)
     return _compress(args, DEMO_ARCHITECTURE, DEMO_DATASET, output, _demo_defaults())
 
 

@@ -273,11 +273,10 @@ def _smallest(rows: list[dict], most_error: float) -> int | None:
 
 
 def _paired_sizes(
-    rows: list[dict], arch: str, series: str, points: float
+    rows: list[dict], references: dict[int, float], arch: str, series: str, points: float
 ) -> list[tuple[int | None, int | None]]:
-    """(alternative's, EPR's) smallest payload within `points` of the float model's error (None
-    where none is that close), for each seed of `arch`."""
-    references = {seed: e for (a, seed), e in _float_errors(rows).items() if a == arch}
+    """(alternative's, EPR's) smallest payload within `points` of the float model's error
+    (`references`: seed → error; None where none is that close), for each seed of `arch`."""
     pairs = []
     for seed, reference in sorted(references.items()):
         of_seed = [r for r in rows if r["architecture"] == arch and r["seed"] == seed]
@@ -308,12 +307,14 @@ def summary_table(rows: list[dict]) -> str:
         f" within {p:g} pt: payload B | EPR B | alternative / EPR |" for p in WITHIN_POINTS
     )
     lines = [header, "|---|---|" + "---|---|---|" * len(WITHIN_POINTS)]
-    for arch in sorted({arch for arch, _ in _float_errors(rows)}):
+    float_errors = _float_errors(rows)
+    for arch in sorted({arch for arch, _ in float_errors}):
+        references = {seed: error for (a, seed), error in float_errors.items() if a == arch}
         mine = [r for r in _alternative_rows(rows) if r["architecture"] == arch]
         for series in sorted({r["series"] for r in mine}):
             cells = []
             for points in WITHIN_POINTS:
-                pairs = _paired_sizes(rows, arch, series, points)
+                pairs = _paired_sizes(rows, references, arch, series, points)
                 ratios = [a / b for a, b in pairs if a is not None and b is not None]
                 ratio = _spread(ratios, lambda v: f"{v:,.1f}") if ratios else "-"
                 cells.append(
