@@ -7,6 +7,8 @@ onnxruntime int8, magnitude pruning; eprpipe.train.alternatives), measured on th
 by the same evaluation, in the same table and plot. Runs go in parallel worker processes (one
 torch thread each); each finished run is appended to runs.jsonl at once, so an interrupted
 benchmark keeps what it measured. Writes results.md (table) and results.png (size against error).
+With --epr-start float, EPR starts from each seed's float model (the weights the alternatives
+compress) instead of from scratch: the "compress a model you already trained" recipe.
 
     python tools/bench_mnist.py --data-dir ../shared/datasets/mnist
     python tools/bench_mnist.py --data-dir ../shared/datasets/mnist --alternatives --epochs 5
@@ -20,9 +22,10 @@ import json
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 from tqdm import tqdm
@@ -58,6 +61,18 @@ class Job:
     lam: float
     epochs: int
     seed: int
+    start: str = "scratch"  # EPR's start: "scratch", or "float" (the seed's float model)
+
+    def float_weights(self, out_dir: str) -> Path:
+        """Where this job's (architecture, seed) float model is saved for EPR to start from."""
+        return Path(out_dir) / f"{self.architecture}_float_s{self.seed}.safetensors"
+
+
+def _save_weights(net, path: Path) -> None:
+    from safetensors.torch import save
+
+    state = {name: value.detach().contiguous() for name, value in net.state_dict().items()}
+    write_atomically(path, save(state))
 
 
 def _run_job(
@@ -85,6 +100,8 @@ def _run_job(
         train_data = TensorData.from_numpy(*train, spec.mean, spec.std, "cpu")
         test_data = TensorData.from_numpy(*test, spec.mean, spec.std, "cpu")
         train_plain(net, train_data, test_data, config)
+        if job.start == "float":
+            _save_weights(net, job.float_weights(out_dir))
         row = {
             **asdict(job),
             "test_error": error_rate(net, test_data),
@@ -102,7 +119,8 @@ def _run_job(
             nncodec_qps=alternatives.nncodec_qps,
         )  # fmt: skip
         return [row, *({**asdict(job), **r, "decoder": "alternative"} for r in others)]
-    path = Path(out_dir) / f"{job.architecture}_{job.decoder}_lam{job.lam:g}_s{job.seed}.epr"
+    tag = "_float" if job.start == "float" else ""
+    path = Path(out_dir) / f"{job.architecture}_{job.decoder}_lam{job.lam:g}_s{job.seed}{tag}.epr"
     result = compress_registered(
         job.architecture,
         "mnist",
@@ -110,6 +128,7 @@ def _run_job(
         data_dir=Path(data_dir),
         config=replace(config, decoder=job.decoder),
         baseline=False,
+        init_from=job.float_weights(out_dir) if job.start == "float" else None,
     )
     sizes = result.sizes
     row = {
@@ -139,8 +158,12 @@ def make_jobs(args: argparse.Namespace) -> list[Job]:
         lambdas = args.lambdas or DEFAULT_LAMBDAS[arch]
         for seed in args.seeds:
             if not args.no_baseline:
-                jobs.append(Job(arch, "baseline", 0.0, args.epochs, seed))
-            jobs += [Job(arch, d, lam, args.epochs, seed) for d in decoders for lam in lambdas]
+                jobs.append(Job(arch, "baseline", 0.0, args.epochs, seed, args.epr_start))
+            jobs += [
+                Job(arch, d, lam, args.epochs, seed, args.epr_start)
+                for d in decoders
+                for lam in lambdas
+            ]
     # Longest first keeps both workers busy to the end (a baseline with alternatives is long).
     return sorted(
         jobs,
@@ -152,11 +175,22 @@ def make_jobs(args: argparse.Namespace) -> list[Job]:
 
 
 EPR_DECODERS = ("sq", "rdft")
+EPR_SERIES = (*EPR_DECODERS, *(f"{decoder} from float" for decoder in EPR_DECODERS))
 WITHIN_POINTS = (0.1, 0.3)  # error margins over the float model's for the summary table
 
 
 def _epr_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["decoder"] in EPR_DECODERS]
+
+
+def _start(row: dict) -> str:
+    """Where an EPR run started; rows from before --epr-start started from scratch."""
+    return row.get("start", "scratch")
+
+
+def _epr_series(row: dict) -> str:
+    """An EPR run's curve: its decoder, and its start where that is the float model."""
+    return row["decoder"] + (" from float" if _start(row) == "float" else "")
 
 
 def _alternative_rows(rows: list[dict]) -> list[dict]:
@@ -199,12 +233,12 @@ def epr_table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ordered = sorted(
-        _epr_rows(rows), key=lambda r: (r["architecture"], r["decoder"], r["lam"], r["seed"])
+        _epr_rows(rows), key=lambda r: (r["architecture"], _epr_series(r), r["lam"], r["seed"])
     )
     for r in ordered:
         base = baselines.get((r["architecture"], r["seed"]))
         lines.append(
-            f"| {r['architecture']} | {r['decoder']} | {r['lam']:g} | {r['epochs']} "
+            f"| {r['architecture']} | {_epr_series(r)} | {r['lam']:g} | {r['epochs']} "
             f"| {r['seed']} | {100 * r['test_error']:.2f} % "
             f"| {'' if base is None else f'{100 * base:.2f} %'} "
             f"| {r['payload_bytes']:,} | {r['file_bytes']:,} | {r['bits_per_parameter']:.4f} "
@@ -218,7 +252,7 @@ def _by_setting(rows: list[dict]) -> dict[tuple, list[dict]]:
     """EPR rows grouped by everything but the seed."""
     groups: dict[tuple, list[dict]] = {}
     for r in _epr_rows(rows):
-        key = (r["architecture"], r["decoder"], r["lam"], r["epochs"])
+        key = (r["architecture"], _epr_series(r), r["lam"], r["epochs"])
         groups.setdefault(key, []).append(r)
     return dict(sorted(groups.items()))
 
@@ -374,19 +408,19 @@ def plot(rows: list[dict], path: Path) -> None:
         1, len(architectures), figsize=(7 * len(architectures), 5.5), squeeze=False
     )
     # One colour and marker per series in every panel: EPR's decoders first, then the rest.
-    series_names = ["sq", "rdft", *sorted({r["series"] for r in _alternative_rows(rows)})]
+    series_names = [*EPR_SERIES, *sorted({r["series"] for r in _alternative_rows(rows)})]
     colours = plt.get_cmap("tab20").colors
     styles = {
         name: (
             colours[index % len(colours)],
-            "os"[index] if index < 2 else "vX^<>pdhP*8D"[index % 12],
+            "osdD"[index] if index < len(EPR_SERIES) else "vX^<>phP*8"[index % 10],
         )
         for index, name in enumerate(series_names)
     }
     for ax, arch in zip(axes[0], architectures, strict=True):
         curves = [
-            (f"eprpipe {decoder}", decoder, [r for r in _epr_rows(rows) if r["decoder"] == decoder])
-            for decoder in ("sq", "rdft")
+            (f"eprpipe {name}", name, [r for r in _epr_rows(rows) if _epr_series(r) == name])
+            for name in EPR_SERIES
         ]
         mine = [r for r in _alternative_rows(rows) if r["architecture"] == arch]
         curves += [
@@ -427,6 +461,48 @@ def plot(rows: list[dict], path: Path) -> None:
     write_atomically(path, image.getvalue())
 
 
+def _waits_for(job: Job, jobs: list[Job]) -> Job | None:
+    """The baseline job whose float model `job` starts from, if it is still to run."""
+    if job.start != "float" or job.decoder == "baseline":
+        return None
+    return next(
+        (
+            j
+            for j in jobs
+            if j.decoder == "baseline" and (j.architecture, j.seed) == (job.architecture, job.seed)
+        ),
+        None,
+    )
+
+
+def run_jobs(
+    jobs: list[Job], args: argparse.Namespace, alternatives: Alternatives | None, stream: TextIO
+) -> None:
+    """Run `jobs` in worker processes, each EPR run from a float model once that model is
+    trained; append each finished job's rows to `stream` at once."""
+    waiting = {job: _waits_for(job, jobs) for job in jobs}
+    running: dict[Future, Job] = {}
+    with (
+        ProcessPoolExecutor(args.jobs) as pool,
+        tqdm(total=len(jobs), unit="run", desc="benchmark") as bar,
+    ):
+        while waiting or running:
+            for job in [j for j, before in waiting.items() if before is None]:
+                del waiting[job]
+                others = alternatives if job.decoder == "baseline" else None
+                future = pool.submit(_run_job, job, str(args.data_dir), str(args.out_dir), others)
+                running[future] = job
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished = running.pop(future)
+                waiting = {j: None if b == finished else b for j, b in waiting.items()}
+                for row in future.result():
+                    stream.write(json.dumps(row) + "\n")
+                    stream.flush()
+                    tqdm.write(json.dumps(row))
+                bar.update()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -454,11 +530,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_alternative_options(parser, finetune_epochs=2, subject="each baseline model")
     parser.add_argument(
+        "--epr-start",
+        choices=["scratch", "float"],
+        default="scratch",
+        help="EPR from scratch, or from each seed's float model (the baseline row's weights)",
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="only rebuild results.md/png from runs.jsonl"
     )
     args = parser.parse_args(argv)
     if args.alternatives and args.no_baseline:
         parser.error("--alternatives measures the baseline model: drop --no-baseline")
+    if args.epr_start == "float" and args.no_baseline:
+        parser.error("--epr-start float starts from the baseline model: drop --no-baseline")
     alternatives = (
         Alternatives(
             tuple(args.sparsities),
@@ -473,25 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     log = args.out_dir / "runs.jsonl"
     if not args.report_only:
-        jobs = make_jobs(args)
-        with ProcessPoolExecutor(args.jobs) as pool, log.open("a") as stream:
-            futures = {
-                pool.submit(
-                    _run_job,
-                    job,
-                    str(args.data_dir),
-                    str(args.out_dir),
-                    alternatives if job.decoder == "baseline" else None,
-                ): job
-                for job in jobs
-            }
-            for future in tqdm(
-                as_completed(futures), total=len(futures), unit="run", desc="benchmark"
-            ):
-                for row in future.result():
-                    stream.write(json.dumps(row) + "\n")
-                    stream.flush()
-                    tqdm.write(json.dumps(row))
+        with log.open("a") as stream:
+            run_jobs(make_jobs(args), args, alternatives, stream)
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     table = markdown(rows)
     write_atomically(args.out_dir / "results.md", (table + "\n").encode())

@@ -127,3 +127,33 @@ def test_kernel_decoder_benchmark_writes_table_and_plot(tmp_path, monkeypatch):
     assert [(r["model"], r["decoder"]) for r in rows] == [("conv1d", "sq"), ("conv1d", "frequency")]
     assert all(r["empirical_bits"] > 0 for r in rows)
     assert (tmp_path / "results.png").stat().st_size > 1000
+
+
+def test_bench_starts_epr_from_each_seeds_float_model(tmp_path):
+    data = write_mnist_like(tmp_path / "mnist", n_train=64, n_test=32)
+    out = tmp_path / "bench"
+    tool = _load_tool()
+    args = ["--data-dir", str(data), "--out-dir", str(out), "--architectures", "lenet-300-100",
+            "--lambdas", "0.5", "--epochs", "1", "--jobs", "2", "--seeds", "0", "1",
+            "--epr-start", "float"]  # fmt: skip
+    assert tool.main(args) == 0
+    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    # Each EPR run comes after the float model it starts from.
+    for seed in (0, 1):
+        order = [row["decoder"] for row in rows if row["seed"] == seed]
+        assert order == ["baseline", "sq"]
+    assert all(row["start"] == "float" for row in rows)
+    assert sorted(p.name for p in out.glob("*_float*")) == [
+        "lenet-300-100_float_s0.safetensors",
+        "lenet-300-100_float_s1.safetensors",
+        "lenet-300-100_sq_lam0.5_s0_float.epr",
+        "lenet-300-100_sq_lam0.5_s1_float.epr",
+    ]
+    assert "| lenet-300-100 | sq from float | 0.5 | 1 | 0 |" in (out / "results.md").read_text()
+
+
+def test_bench_refuses_a_float_start_without_the_float_model(tmp_path, capsys):
+    tool = _load_tool()
+    with pytest.raises(SystemExit):
+        tool.main(["--data-dir", str(tmp_path), "--epr-start", "float", "--no-baseline"])
+    assert "--epr-start float starts from the baseline model" in capsys.readouterr().err
